@@ -1,0 +1,16 @@
+"""Every figure script runs end to end in quick mode (so the scripts cannot rot)."""
+
+import pytest
+
+from analysis import make_figures
+
+
+@pytest.mark.parametrize("name", make_figures.figure_modules())
+def test_figure_script_quick(name, tmp_path, monkeypatch):
+    import importlib
+
+    from analysis import common
+
+    monkeypatch.setattr(common, "FIGURES", tmp_path)
+    importlib.import_module(f"analysis.{name}").main(quick=True)
+    assert list(tmp_path.glob("*.png")) and list(tmp_path.glob("*.pdf"))
