@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install figures figures-quick test test-all lint bench clean
+.PHONY: install figures figures-quick test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -30,10 +30,10 @@ lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
 test: $(STAMP) lint
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
-
-test-all: $(STAMP) lint
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
+
+test-fast: $(STAMP) lint
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m bench.toy_speed

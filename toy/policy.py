@@ -1,0 +1,110 @@
+"""Bandit policies batched over seeds: every parameter has a leading seed dimension S, so S
+independent runs are one computation (Adam is elementwise, so seeds never interact).
+
+``logits(contexts_SCD) -> logits_SCK``. Two kinds:
+- ``MLPPolicy``: paper A's context MLP 100 → 50 (LayerNorm, ReLU) → 256 (ReLU) → 256 (ReLU) → 100,
+  Xavier-uniform weights with gain 0.01, zero biases.
+- ``TabularPolicy``: one logits vector per seed shared by all contexts (exact analysis).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+MLP_SIZES = (100, 50, 256, 256, 100)
+
+
+def _xavier(fan_in: int, fan_out: int, gain: float, generators: Sequence[torch.Generator]):
+    bound = gain * math.sqrt(6.0 / (fan_in + fan_out))
+    return torch.stack(
+        [(torch.rand(fan_in, fan_out, generator=g) * 2 - 1) * bound for g in generators]
+    )
+
+
+class MLPPolicy(nn.Module):
+    """S independent copies of paper A's MLP, evaluated with batched matrix products."""
+
+    def __init__(
+        self,
+        generators: Sequence[torch.Generator],
+        sizes: Sequence[int] = MLP_SIZES,
+        gain: float = 0.01,
+    ):
+        super().__init__()
+        s = len(generators)
+        self.weights = nn.ParameterList(
+            [nn.Parameter(_xavier(i, o, gain, generators)) for i, o in itertools.pairwise(sizes)]
+        )
+        self.biases = nn.ParameterList([nn.Parameter(torch.zeros(s, 1, o)) for o in sizes[1:]])
+        self.ln_weight = nn.Parameter(torch.ones(s, 1, sizes[1]))
+        self.ln_bias = nn.Parameter(torch.zeros(s, 1, sizes[1]))
+
+    def forward(self, contexts_SCD: Tensor) -> Tensor:
+        ws, bs = tuple(self.weights), tuple(self.biases)  # plain tuples: slicing a
+        h = torch.baddbmm(bs[0], contexts_SCD, ws[0])  # ParameterList builds a new Module
+        h = F.layer_norm(h, h.shape[-1:]) * self.ln_weight + self.ln_bias
+        for w, b in zip(ws[1:], bs[1:]):
+            h = torch.baddbmm(b, F.relu(h), w)
+        return h
+
+
+class TabularPolicy(nn.Module):
+    """One logits vector per seed, the same for every context; starts uniform."""
+
+    def __init__(self, generators: Sequence[torch.Generator], n_arms: int = MLP_SIZES[-1]):
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(len(generators), 1, n_arms))
+
+    def forward(self, contexts_SCD: Tensor) -> Tensor:
+        return self.table.expand(contexts_SCD.shape[0], contexts_SCD.shape[1], -1)
+
+
+POLICIES = {"mlp": MLPPolicy, "tabular": TabularPolicy}
+
+
+def kl_to_reference(logp_SCK: Tensor, ref_logp_K: Tensor) -> Tensor:
+    """Reverse KL(π(·|x) ‖ π_ref) per seed and context, shape (S, C)."""
+    return (logp_SCK.exp() * (logp_SCK - ref_logp_K)).sum(-1)
+
+
+def fit_to_reference(
+    policy: nn.Module, contexts_SCD: Tensor, ref_logp_K: Tensor, steps: int = 100, lr: float = 0.01
+) -> Tensor:
+    """Paper A's "SFT" initialisation: full-batch Adam on the mean over training contexts of
+    KL(π_θ(·|x) ‖ π_ref). Returns the final mean KL per seed, shape (S,)."""
+    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    for _ in range(steps):
+        kl_S = kl_to_reference(torch.log_softmax(policy(contexts_SCD), -1), ref_logp_K).mean(-1)
+        opt.zero_grad(set_to_none=True)
+        kl_S.sum().backward()
+        opt.step()
+    with torch.no_grad():
+        return kl_to_reference(torch.log_softmax(policy(contexts_SCD), -1), ref_logp_K).mean(-1)
+
+
+def flatten_parameters(policy: nn.Module) -> nn.Parameter:
+    """Re-home every parameter (each with a leading seed dim S) and its gradient as views of one
+    (S, D) tensor, returned as a single parameter for the optimiser.
+
+    Backward accumulates in place into the preset ``.grad`` views, so after it the returned
+    parameter's ``.grad`` holds every gradient: one fused Adam call, one zeroing and one
+    per-seed norm per step instead of one of each per parameter (the loop is overhead-bound).
+    Zero its ``.grad`` in place; never set the policy's gradients to None.
+    """
+    params = list(policy.parameters())
+    s = params[0].shape[0]
+    flat = nn.Parameter(torch.cat([p.detach().reshape(s, -1) for p in params], dim=1))
+    flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        size = p[0].numel()
+        p.data = flat.data[:, offset : offset + size].view(p.shape)
+        p.grad = flat.grad[:, offset : offset + size].view(p.shape)
+        offset += size
+    return flat

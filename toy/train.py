@@ -1,0 +1,196 @@
+"""Train bandit policies with any registry objective (paper A, Algorithm 1), several seeds at once.
+
+    python -m toy.train --preset onpolicy_bon --objective dpo --hp beta=0.1 --seeds 0 1 2 3 4
+    python -m toy.train --help
+
+From Python: ``result = toy.train.run(BanditConfig(...))`` or ``run(preset("offline_ipo"))``.
+Writes ``runs/<name>/config.json`` (before training), ``metrics.jsonl`` and ``dist.npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+import objectives
+from toy import runio
+from toy.bandit import CONTEXT_DIM, contexts, reference_probs, reward_vector
+from toy.config import PRESETS, BanditConfig, preset
+from toy.data import Round, make_round, objective_inputs, reduce_per_seed, sample_arms
+from toy.metrics import Recorder
+from toy.policy import POLICIES, fit_to_reference, flatten_parameters, kl_to_reference
+
+# flatten_parameters gives the policy strided gradient views on purpose (see its docstring)
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
+
+
+@dataclass
+class RunResult:
+    config: BanditConfig
+    metrics: pd.DataFrame
+    """One row per (seed, step); see toy.metrics for the columns."""
+    dist_steps: np.ndarray
+    dist: np.ndarray
+    """(len(dist_steps), S, K): mean over eval contexts of π(·|x) at those steps."""
+    run_dir: Path | None
+
+
+class _Problem:
+    """Everything fixed for a run: reference, reward, contexts, generators."""
+
+    def __init__(self, cfg: BanditConfig):
+        self.gens = [torch.Generator().manual_seed(s) for s in cfg.seeds]
+        self.ref_logp_K = reference_probs(cfg.n_arms, dtype=torch.float32).log()
+        source = cfg.reward if cfg.reward_vector is None else cfg.reward_vector
+        self.reward_K = reward_vector(source, cfg.n_arms, dtype=torch.float32)
+        self.train_ctx = torch.stack([contexts(cfg.n_train_contexts, g) for g in self.gens])
+        self.eval_ctx = torch.stack([contexts(cfg.n_eval_contexts, g) for g in self.gens])
+
+    def uniforms(self, *shape: int) -> torch.Tensor:
+        return torch.stack([torch.rand(*shape, generator=g) for g in self.gens])
+
+    def draw_prompts(self, n_train: int, p: int) -> torch.Tensor:
+        return torch.stack([torch.randint(n_train, (p,), generator=g) for g in self.gens])
+
+
+def _collect(cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_logp_SPK) -> Round:
+    """Sample N responses per prompt: round 0 and offline samples from π_ref, others fresh."""
+    s, p, n = len(cfg.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
+    frac = {"on_policy": 0.0, "offline": 1.0, "hybrid": cfg.offline_fraction}[cfg.mode]
+    n_off = n if rnd == 0 else round(frac * n)
+    offline_SPN = (torch.arange(n) < n_off).expand(s, p, n)
+    ref_probs = prob.ref_logp_K.exp().expand(s, p, -1)
+    probs = torch.where(offline_SPN[..., :1], ref_probs, policy_logp_SPK.exp())
+    arms = (
+        sample_arms(probs, prob.uniforms(p, n))
+        if n_off in (0, n)
+        else torch.where(
+            offline_SPN,
+            sample_arms(ref_probs, prob.uniforms(p, n)),
+            sample_arms(policy_logp_SPK.exp(), prob.uniforms(p, n)),
+        )
+    )
+    return make_round(
+        prompts_SP,
+        arms,
+        prob.reward_K,
+        policy_logp_SPK,
+        prob.ref_logp_K,
+        offline_SPN,
+        cfg.pair_threshold,
+    )
+
+
+def _make_policy(cfg: BanditConfig, prob: _Problem) -> torch.nn.Module:
+    if cfg.policy == "mlp":
+        policy = POLICIES["mlp"](prob.gens)
+    else:
+        policy = POLICIES[cfg.policy](prob.gens, cfg.n_arms)
+    init_ctx = prob.train_ctx[:, : cfg.init_contexts]
+    fit_to_reference(policy, init_ctx, prob.ref_logp_K, cfg.init_steps, cfg.init_lr)
+    return policy
+
+
+def _update_baseline(cfg: BanditConfig, baseline_S, rnd: Round, r: int):
+    """Running mean of past rounds' rewards (the next round's baseline)."""
+    mean_r = rnd.rewards_SPN.flatten(1).mean(-1)
+    if r == 0:
+        return mean_r
+    return cfg.baseline_decay * baseline_S + (1 - cfg.baseline_decay) * mean_r
+
+
+def train(cfg: BanditConfig) -> tuple[Recorder, _Problem]:
+    """The training loop of Algorithm 1; returns the filled recorder and the problem."""
+    obj, hp = objectives.get(cfg.objective), cfg.hparams()
+    wanted = set(obj.inputs) | set(obj.optional_inputs)
+    prob = _Problem(cfg)
+    s, p, n = len(cfg.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
+    policy = _make_policy(cfg, prob)
+    flat = flatten_parameters(policy)
+    opt = torch.optim.Adam([flat], lr=cfg.lr, fused=True)
+    rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n)
+    running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
+    baseline_S = torch.zeros(s) if running else None
+    bar = tqdm(total=cfg.total_steps, delay=3, disable=not cfg.progress, desc=cfg.run_name())
+    step = 0
+    for r in range(cfg.rounds):
+        prompts_SP = prob.draw_prompts(cfg.n_train_contexts, p)
+        ctx_SPD = prob.train_ctx.gather(1, prompts_SP[..., None].expand(-1, -1, CONTEXT_DIM))
+        for t in range(cfg.steps_per_round):
+            with torch.no_grad():
+                rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
+            train_logp = torch.log_softmax(policy(ctx_SPD), -1)
+            if t == 0:  # collect with the policy as it is at the start of the round
+                rnd = _collect(cfg, prob, r, prompts_SP, train_logp.detach())
+                rec.rounds.append(rnd)
+            logps_SPN = train_logp.gather(-1, rnd.arms_SPN)
+            inputs, mask = objective_inputs(obj.data, logps_SPN, rnd, baseline_S)
+            loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
+            loss_S = reduce_per_seed(loss, mask)
+            if cfg.kl_penalty:
+                kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
+                loss_S = loss_S + cfg.kl_penalty * kl_S
+            flat.grad.zero_()
+            loss_S.sum().backward()
+            step += 1
+            rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SPN)
+            opt.step()
+            bar.update()
+        if baseline_S is not None:
+            baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
+    with torch.no_grad():
+        rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
+    bar.close()
+    return rec, prob
+
+
+def run(cfg: BanditConfig) -> RunResult:
+    """Run ``cfg`` (all its seeds batched) and write its outputs under ``cfg.out_dir``."""
+    run_dir = runio.start_run(cfg) if cfg.out_dir else None
+    rec, prob = train(cfg)
+    keep = np.unique(np.r_[np.arange(0, cfg.total_steps + 1, cfg.dist_every), cfg.total_steps])
+    result = RunResult(
+        cfg,
+        rec.frame(cfg.seeds, prob.reward_K, prob.ref_logp_K),
+        keep,
+        rec.mean_p[keep].numpy(),
+        run_dir,
+    )
+    if run_dir is not None:
+        runio.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
+    return result
+
+
+def main(argv: list[str] | None = None) -> RunResult:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    known, rest = pre.parse_known_args(argv)
+    import tyro
+
+    base = preset(known.preset) if known.preset else BanditConfig()
+    description = (
+        f"{__doc__}\nPresets (--preset NAME, then override any field): "
+        f"{', '.join(sorted(PRESETS))}."
+    )
+    cfg = tyro.cli(BanditConfig, default=base, args=rest, description=description)
+    result = run(cfg)
+    final = result.metrics[result.metrics.step == cfg.total_steps]
+    print(
+        f"{cfg.run_name()}: expected reward after {cfg.total_steps} steps "
+        f"{final['reward/expected'].mean():.3f} ± {final['reward/expected'].std(ddof=0):.3f} "
+        f"over {len(cfg.seeds)} seed(s); outputs in {result.run_dir}"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()
