@@ -14,23 +14,23 @@ import seaborn as sns
 FIGURES = Path(__file__).resolve().parent.parent / "figures"
 
 # One colour per objective, the same in every figure.
-_ORDER = [
-    "sft",
-    "bon",
-    "bon_pushdown",
-    "rwr",
-    "reinforce",
-    "ppo",
-    "dpo",
-    "ipo",
-    "slic",
-    "orpo",
-    "simpo",
-    "asft",
-    "kto",
-]
-PALETTE = dict(zip(_ORDER, sns.color_palette("tab20", len(_ORDER)).as_hex()))
+PALETTE = {
+    "sft": "#7f7f7f",
+    "bon": "#1f77b4",
+    "bon_pushdown": "#17becf",
+    "rwr": "#bcbd22",
+    "reinforce": "#9467bd",
+    "ppo": "#e377c2",
+    "dpo": "#d62728",
+    "ipo": "#ff7f0e",
+    "slic": "#8c564b",
+    "orpo": "#393b79",
+    "simpo": "#637939",
+    "asft": "#2ca02c",
+    "kto": "#e7ba52",
+}
 REWARD_COLOURS = {"R1": "#d62728", "R2": "#2ca02c", "R1_w20": "#ff7f0e", "R1_w30": "#9467bd"}
+MODE_STYLES = {"on_policy": "-", "offline": "--", "hybrid": ":"}
 
 
 def setup() -> None:
@@ -50,3 +50,66 @@ def save(fig, name: str) -> Path:
     )
     plt.close(fig)
     return png
+
+
+def seeds(quick: bool) -> tuple[int, ...]:
+    """Five seeds for the figures, one in quick mode."""
+    return (0,) if quick else (0, 1, 2, 3, 4)
+
+
+def band(ax, metrics, y: str, x: str = "step", color=None, label=None, **kw):
+    """Mean over seeds of ``y`` against ``x`` with a shaded ±1 std band; row 0 has no training
+    metrics, so NaN rows are dropped first."""
+    df = metrics[[x, y, "seed"]].dropna()
+    stats = df.groupby(x)[y].agg(["mean", "std"]).fillna(0.0)
+    ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.8, **kw)
+    ax.fill_between(
+        stats.index,
+        stats["mean"] - stats["std"],
+        stats["mean"] + stats["std"],
+        color=color,
+        alpha=0.2,
+        lw=0,
+    )
+    return stats
+
+
+def final(metrics, y: str = "reward/expected"):
+    """Mean and std over seeds of ``y`` at the last step."""
+    last = metrics[metrics.step == metrics.step.max()][y]
+    return last.mean(), last.std(ddof=0)
+
+
+def onpolicy(objective: str, reward: str, seed_tuple: tuple[int, ...], quick: bool, **kw):
+    """The on-policy bandit config every figure shares for ``objective`` (10 prompts × 10
+    samples, T 15, lr 1e-3, 100 rounds; 3 rounds in quick mode)."""
+    from toy.config import preset
+    from toy.gradients import BANDIT_HP
+
+    kw.setdefault("rounds", 3 if quick else 100)
+    return preset(
+        "onpolicy_bon",
+        objective=objective,
+        hp=BANDIT_HP.get(objective, ()),
+        reward=reward,
+        seeds=seed_tuple,
+        **kw,
+    )
+
+
+def offline(objective: str, reward: str, seed_tuple: tuple[int, ...], quick: bool, **kw):
+    """One round of π_ref samples (100 prompts × 10), then T steps at lr 3e-3 (offline IPO's
+    settings; 300 steps, 10 in quick mode)."""
+    from toy.config import preset
+    from toy.gradients import BANDIT_HP
+
+    kw.setdefault("steps_per_round", 10 if quick else 300)
+    return preset(
+        "offline_ipo",
+        objective=objective,
+        hp=BANDIT_HP.get(objective, ()),
+        reward=reward,
+        seeds=seed_tuple,
+        pair_threshold=0.0,
+        **kw,
+    )

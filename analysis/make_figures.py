@@ -1,7 +1,8 @@
 """Regenerate every figure: runs the ``main`` of each ``analysis/figNN_*.py`` in order.
 
 ``python -m analysis.make_figures [--quick] [--only fig01 ...]``; ``--quick`` runs each script
-with tiny settings (the test suite does this so the scripts cannot rot).
+with tiny settings and writes to ``figures/quick/`` (the test suite runs every script this way so
+the scripts cannot rot). Bandit runs are cached under ``runs/cache`` (see ``analysis.cache``).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import pkgutil
 import time
 
 import analysis
+from analysis import common
 
 
 def figure_modules() -> list[str]:
@@ -24,6 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny settings, for smoke tests")
     parser.add_argument("--only", nargs="*", default=None, help="figure prefixes, e.g. fig01")
     args = parser.parse_args(argv)
+    if args.quick:  # never overwrite the committed figures with tiny-setting ones
+        common.FIGURES = common.FIGURES / "quick"
     total = time.perf_counter()
     for name in figure_modules():
         if args.only and not any(name.startswith(p) for p in args.only):

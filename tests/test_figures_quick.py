@@ -9,8 +9,9 @@ from analysis import make_figures
 def test_figure_script_quick(name, tmp_path, monkeypatch):
     import importlib
 
-    from analysis import common
+    from analysis import cache, common
 
     monkeypatch.setattr(common, "FIGURES", tmp_path)
+    monkeypatch.setattr(cache, "RUNS", tmp_path / "runs")
     importlib.import_module(f"analysis.{name}").main(quick=True)
     assert list(tmp_path.glob("*.png")) and list(tmp_path.glob("*.pdf"))

@@ -67,36 +67,44 @@ class Recorder:
         self.round_of_step[step] = len(self.rounds) - 1
 
     def _pair_metrics(self) -> list[Tensor]:
-        """Masked means over each (step, seed)'s valid pairs, shape (rows, S) each."""
-        stack = {
-            k: torch.stack([getattr(r, k) for r in self.rounds])[self.round_of_step]
+        """Masked means over each (step, seed)'s valid pairs, shape (rows, S) each; computed in
+        chunks of steps so memory stays bounded for large batches."""
+        rows, s, p, n = self.batch_logps.shape
+        m_pairs = n * (n - 1) // 2
+        chunk = max(1, 4_000_000 // (s * p * m_pairs))
+        per_round = [
+            torch.stack([getattr(r, k) for r in self.rounds])
             for k in ("winner_SPM", "loser_SPM", "valid_SPM", "ref_logps_SPN")
-        }
-        lw = self.batch_logps.gather(-1, stack["winner_SPM"]).flatten(2)
-        ll = self.batch_logps.gather(-1, stack["loser_SPM"]).flatten(2)
-        ref = stack["ref_logps_SPN"]
-        h = (lw - ref.gather(-1, stack["winner_SPM"]).flatten(2)) - (
-            ll - ref.gather(-1, stack["loser_SPM"]).flatten(2)
-        )
-        m = stack["valid_SPM"].flatten(2).to(lw.dtype)
-        n = m.sum(-1)
+        ]
+        parts = [self._pair_chunk(slice(i, i + chunk), *per_round) for i in range(0, rows, chunk)]
+        out = [torch.cat(cols) for cols in zip(*parts)]
+        for x in out[:-1]:
+            x.masked_fill_(out[-1] == 0, float("nan"))
+        for x in out:
+            x[0] = float("nan")
+        return out
+
+    def _pair_chunk(self, rows: slice, winner, loser, valid, ref) -> list[Tensor]:
+        idx = self.round_of_step[rows]
+        winner, loser, valid, ref = winner[idx], loser[idx], valid[idx], ref[idx]
+        logps = self.batch_logps[rows]
+        lw, ll = logps.gather(-1, winner).flatten(2), logps.gather(-1, loser).flatten(2)
+        h = (lw - ref.gather(-1, winner).flatten(2)) - (ll - ref.gather(-1, loser).flatten(2))
+        m = valid.flatten(2).to(lw.dtype)
+        count = m.sum(-1)
 
         def mean(x):
-            return (x * m).sum(-1) / n.clamp(min=1)
+            return (x * m).sum(-1) / count.clamp(min=1)
 
-        out = [
+        return [
             mean(lw),
             mean(ll),
             mean(lw.exp()),
             mean(ll.exp()),
             mean(h),
             mean((h > 0).to(h.dtype)),
-            n,
+            count,
         ]
-        out = [x.masked_fill(n == 0, float("nan")) for x in out[:-1]] + [n]
-        for x in out:
-            x[0] = float("nan")
-        return out
 
     def frame(self, seeds: tuple[int, ...], reward_K: Tensor, ref_logp_K: Tensor) -> pd.DataFrame:
         """Long table, one row per (seed, step), with the METRIC_KEYS columns."""

@@ -78,7 +78,7 @@ def fit_to_reference(
 ) -> Tensor:
     """Paper A's "SFT" initialisation: full-batch Adam on the mean over training contexts of
     KL(π_θ(·|x) ‖ π_ref). Returns the final mean KL per seed, shape (S,)."""
-    opt = torch.optim.Adam(policy.parameters(), lr=lr)
+    opt = torch.optim.Adam(policy.parameters(), lr=lr, fused=True)
     for _ in range(steps):
         kl_S = kl_to_reference(torch.log_softmax(policy(contexts_SCD), -1), ref_logp_K).mean(-1)
         opt.zero_grad(set_to_none=True)

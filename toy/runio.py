@@ -83,7 +83,8 @@ def start_run(cfg) -> Path:
 
 def finish_run(run_dir: Path, metrics: pd.DataFrame, dist_steps, dist) -> None:
     atomic_write(
-        run_dir / "metrics.jsonl", lambda p: metrics.to_json(p, orient="records", lines=True)
+        run_dir / "metrics.jsonl",
+        lambda p: metrics.to_json(p, orient="records", lines=True, double_precision=15),
     )
 
     def save_npz(p: Path) -> None:

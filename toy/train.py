@@ -89,13 +89,32 @@ def _collect(cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_log
     )
 
 
+# Fitted initial parameters, keyed by everything they depend on: sweeps in one process (the
+# figures) fit each seed set once.
+_INIT_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
 def _make_policy(cfg: BanditConfig, prob: _Problem) -> torch.nn.Module:
     if cfg.policy == "mlp":
         policy = POLICIES["mlp"](prob.gens)
     else:
         policy = POLICIES[cfg.policy](prob.gens, cfg.n_arms)
-    init_ctx = prob.train_ctx[:, : cfg.init_contexts]
-    fit_to_reference(policy, init_ctx, prob.ref_logp_K, cfg.init_steps, cfg.init_lr)
+    key = (
+        cfg.policy,
+        cfg.seeds,
+        cfg.n_arms,
+        cfg.init_steps,
+        cfg.init_lr,
+        cfg.init_contexts,
+        cfg.n_train_contexts,
+    )
+    if key not in _INIT_CACHE:
+        init_ctx = prob.train_ctx[:, : cfg.init_contexts]
+        fit_to_reference(policy, init_ctx, prob.ref_logp_K, cfg.init_steps, cfg.init_lr)
+        if len(_INIT_CACHE) >= 64:
+            _INIT_CACHE.pop(next(iter(_INIT_CACHE)))
+        _INIT_CACHE[key] = {k: v.clone() for k, v in policy.state_dict().items()}
+    policy.load_state_dict(_INIT_CACHE[key])
     return policy
 
 
