@@ -3,7 +3,7 @@
 π_ref has heavy edge bins and an interior mode near arm 16; R2 peaks where π_ref has mass, R1 at
 arm 70 where it has almost none (π_ref puts 13% of its mass above arm 60).
 
-Command: ``python -m analysis.fig01_reference`` (well under a second on a 2-core CPU).
+Command: ``python -m analysis.fig01_reference`` (~2 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ On-policy: 10 prompts × 10 samples per round, 100 rounds × 15 steps, lr 1e-3 (
 Offline: one round of π_ref samples, 1,500 steps, lr 1e-2, with 5 prompts (50 queries; the
 steps panels) and 5 / 50 / 500 prompts (the queries panels). 5 seeds, mean ± std.
 
-Command: ``python -m analysis.make_figures --only fig02`` (~40 s on a 2-core CPU, clean cache).
+Command: ``python -m analysis.make_figures --only fig02`` (~55 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ best-of-N, R1 and R2 (paper A: smaller batches, i.e. more rounds, help on R1).
 
 Rounds = 10,000 / (10 P); 15 steps per round, lr 1e-3; 5 seeds, mean ± std.
 
-Command: ``python -m analysis.make_figures --only fig03`` (~45 s on a 2-core CPU, clean cache).
+Command: ``python -m analysis.make_figures --only fig03`` (~32 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

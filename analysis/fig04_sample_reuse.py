@@ -4,7 +4,7 @@ helps; large reuse hurts methods without a negative gradient).
 
 100 rounds × 10 prompts × 10 samples (10,000 queries), lr 1e-3, 5 seeds, mean ± std.
 
-Command: ``python -m analysis.make_figures --only fig04`` (~40 s on a 2-core CPU, clean cache).
+Command: ``python -m analysis.make_figures --only fig04`` (~21 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

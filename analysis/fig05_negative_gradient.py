@@ -4,7 +4,7 @@ trained on the same π_ref data (one round, 100 prompts × 10 samples), R1 and R
 300 steps at lr 3e-3 (offline IPO's settings), default hyperparameters (IPO τ 0.05); the same
 seed gives every objective the same samples. 5 seeds, mean ± std.
 
-Command: ``python -m analysis.make_figures --only fig05`` (~20 s on a 2-core CPU, clean cache).
+Command: ``python -m analysis.make_figures --only fig05`` (~17 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

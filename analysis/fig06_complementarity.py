@@ -4,7 +4,7 @@ IPO vs on-policy best-of-N vs offline DPO / IPO, R1, against gradient steps.
 On-policy: 10 prompts × 10 samples, 100 rounds × 15 steps, lr 1e-3. Offline: one round of
 100 prompts × 10 π_ref samples, 1,500 steps, lr 1e-3. IPO τ 0.05, DPO β 0.1. 5 seeds.
 
-Command: ``python -m analysis.make_figures --only fig06`` (~40 s on a 2-core CPU, clean cache).
+Command: ``python -m analysis.make_figures --only fig06`` (~35 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

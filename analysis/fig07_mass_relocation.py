@@ -4,8 +4,7 @@ seeds) during on-policy training on R1, one panel per objective. The reward peak
 
 On-policy, 10 prompts × 10 samples, 100 rounds × 15 steps, lr 1e-3, snapshots every 15 steps.
 
-Command: ``python -m analysis.make_figures --only fig07`` (~50 s on a 2-core CPU, clean cache;
-shares its runs with figures 2, 4 and 6).
+Command: ``python -m analysis.make_figures --only fig07`` (~30 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

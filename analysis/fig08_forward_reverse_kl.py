@@ -3,7 +3,7 @@ example, p₀ = (.3, .3, .1, .3) → q = (.2, .1, .6, .1), after one step of log
 of mirror descent (η 0.5). Right: the 100-arm bandit, logit descent from π_ref toward
 q ∝ π_ref·exp(r/0.1) (R1): mass within ±10 arms of the optimum. Deterministic (no seeds).
 
-Command: ``python -m analysis.make_figures --only fig08`` (~2 s on a 2-core CPU).
+Command: ``python -m analysis.make_figures --only fig08`` (~1 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

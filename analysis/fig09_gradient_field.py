@@ -3,7 +3,7 @@ triangle, coloured by log10 |∇L|, one panel per objective. Reference probabili
 where needed; ℓ = log π (one-token responses). Closed forms from ``objectives``. Each title
 gives the push-down ratio |∂L/∂π(y_l)| / |∂L/∂π(y_w)| at π(y_w) = 0.6, π(y_l) = 0.2.
 
-Command: ``python -m analysis.make_figures --only fig09`` (~3 s on a 2-core CPU).
+Command: ``python -m analysis.make_figures --only fig09`` (~2 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ round of 100 prompts × 10 π_ref samples, 300 steps, lr 3e-3, 5 seeds; the same
 5 plus SFT and ASFT). Bottom: a linear-softmax policy trained on one pair whose embeddings are
 nearly collinear (cos 0.99, ‖e_l‖ = 1.5‖e_w‖) or orthogonal (100 steps, lr 0.1).
 
-Command: ``python -m analysis.make_figures --only fig10`` (~15 s on a 2-core CPU, clean cache).
+Command: ``python -m analysis.make_figures --only fig10`` (~7 s on a 2-core CPU, clean cache).
 """
 
 from __future__ import annotations
