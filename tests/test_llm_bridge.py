@@ -1,0 +1,120 @@
+"""The bridge: with one-token responses, an LLM's next-token distribution after the prompt is a
+tabular softmax policy over the vocabulary, so every pairwise and chosen-only objective must give
+the same loss (and parameter gradient) through llm/ as through the toy's ``tabular_inputs``. The
+reference is a different model, so dropping or misusing it changes the value. With multi-token
+responses the harness must feed per-token means exactly to the objectives that need them."""
+
+import functools
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+
+import objectives
+from llm import tiny
+from llm.config import TrainConfig
+from llm.data import Example, collate
+from llm.logps import PolicyLogps
+from llm.reference import LiveReference, NoReference
+from llm.step import batch_loss, objective_inputs
+
+OFFLINE = sorted(k for k, o in objectives.OBJECTIVES.items() if o.data != "groups")
+GROUPS = sorted(k for k, o in objectives.OBJECTIVES.items() if o.data == "groups")
+# non-default hyperparameters so that a dropped hyperparameter is noticed
+HP = {"dpo": {"beta": 0.7}, "ipo": {"tau": 0.3}, "kto": {"beta": 0.4}, "simpo": {"gamma": 0.2}}
+HP |= {"slic": {"delta": 3.0, "lam": 0.2}, "orpo": {"lam": 0.5}, "asft": {"lam": 0.3}}
+MEAN_OBJECTIVES = {"orpo", "simpo", "asft"}  # per the papers: length-normalised log-probs
+
+
+@functools.lru_cache
+def setup():
+    tok = tiny.build_tokenizer(["the quick brown fox jumps over the lazy dog"] * 20)
+    policy_lm = tiny.build_model("tiny-llama", tok, seed=1)
+    ref_lm = tiny.build_model("tiny-llama", tok, seed=2).requires_grad_(False)
+    assert len(tok) > 160
+    return tok, policy_lm, ref_lm
+
+
+def reference_for(obj, ref_lm):
+    if not obj.needs_ref:
+        return NoReference()
+    ref = PolicyLogps(ref_lm)
+    return LiveReference(lambda b: ref(b["input_ids"], b["attention_mask"], b["loss_mask"]))
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_one_token_responses_match_tabular_policy(name):
+    tok, policy_lm, ref_lm = setup()
+    obj = objectives.OBJECTIVES[name]
+    prompt = tuple(tok("the quick brown")["input_ids"])
+    chosen_B = torch.tensor([10, 40, 77, 130, 150, 7])
+    rejected_B = torch.tensor([11, 41, 100, 131, 151, 8])
+    pairs = zip(chosen_B.tolist(), rejected_B.tolist())
+    examples = [Example(i, prompt, (c,), (r,)) for i, (c, r) in enumerate(pairs)]
+    batch = collate(examples, tok.pad_token_id)
+    loss_B, stats_BK = batch_loss(
+        PolicyLogps(policy_lm, chunk=2), reference_for(obj, ref_lm), batch, obj, HP.get(name, {})
+    )
+    llm_loss = loss_B.mean()
+
+    ids = torch.tensor([prompt])
+    logits_K = policy_lm(input_ids=ids).logits[0, -1]
+    ref_logps_K = ref_lm(input_ids=ids).logits[0, -1].log_softmax(-1)
+    inputs = objectives.tabular_inputs(
+        name, logits_K, ref_logps_K, chosen=chosen_B, rejected=rejected_B
+    )
+    toy_loss = objectives.OBJECTIVES[name](**inputs, **HP.get(name, {})).mean()
+    torch.testing.assert_close(llm_loss, toy_loss, rtol=1e-5, atol=1e-6)
+    w = policy_lm.lm_head.weight
+    (g_llm,) = torch.autograd.grad(llm_loss, w)
+    (g_toy,) = torch.autograd.grad(toy_loss, w)
+    torch.testing.assert_close(g_llm, g_toy, rtol=1e-4, atol=1e-7)
+    # the logged implicit margin is ρ_w - ρ_l with the reference when the objective has one
+    ref_logps = ref_logps_K if obj.needs_ref else torch.zeros_like(ref_logps_K)
+    rho_K = logits_K.log_softmax(-1) - ref_logps
+    h_B = rho_K[chosen_B] - rho_K[rejected_B]
+    torch.testing.assert_close(stats_BK[:, 9], h_B.detach(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", OFFLINE)
+def test_multi_token_responses_use_sums_or_means(name):
+    tok, policy_lm, ref_lm = setup()
+    obj = objectives.OBJECTIVES[name]
+    examples = [Example(0, (1, 5, 9), (20, 21, 22, 23), (30,)), Example(1, (1, 6), (40,), (50, 51))]
+    batch = collate(examples, tok.pad_token_id)
+    policy, ref = PolicyLogps(policy_lm), PolicyLogps(ref_lm)
+    args = (batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    with torch.no_grad():
+        sums, counts = policy(*args)
+        ref_sums, ref_counts = ref(*args)
+    assert counts.tolist() == [4, 1, 1, 2]
+    inputs = objective_inputs(obj, sums, counts, (ref_sums, ref_counts) if obj.needs_ref else None)
+    expected = sums / counts if name in MEAN_OBJECTIVES else sums
+    torch.testing.assert_close(inputs["chosen_logps"], expected[:2])
+    if obj.data == "pairs":
+        torch.testing.assert_close(inputs["rejected_logps"], expected[2:])
+    assert ("ref_chosen_logps" in inputs) == obj.needs_ref
+    if obj.needs_ref:
+        ref_expected = ref_sums / ref_counts if name in MEAN_OBJECTIVES else ref_sums
+        torch.testing.assert_close(inputs["ref_rejected_logps"], ref_expected[2:])
+        with pytest.raises(ValueError, match=r"needs .*ref_chosen_logps"):
+            objective_inputs(obj, sums, counts, None)
+
+
+@pytest.mark.parametrize("name", GROUPS)
+def test_group_objectives_are_rejected_for_offline_pairs(name):
+    with pytest.raises(ValueError, match=r"TrainConfig.objective: .*on-policy.*choose from"):
+        TrainConfig(objective=name)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ValueError, match=r"TrainConfig.objective: unknown 'nope'"):
+        TrainConfig(objective="nope")
+    with pytest.raises(ValueError, match=r"no hyperparameter"):
+        TrainConfig(objective="dpo", hp=("gamma=1",))
+    with pytest.raises(ValueError, match=r"TrainConfig.max_prompt_len"):
+        TrainConfig(max_len=64, max_prompt_len=64)
+    with pytest.raises(ValueError, match=r"TrainConfig.ref: 'adapter' needs --lora"):
+        TrainConfig(ref="adapter")

@@ -1,0 +1,207 @@
+"""Training behaviour on a tiny GPT-2: resume equals an uninterrupted run, gradient accumulation
+and 2 processes equal one large batch, reference strategies (hand-checked DPO loss log 2 at the
+first step, precomputed cache reuse), reference-free runs load no reference, and the CLI."""
+
+import json
+import math
+import os
+import sys
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llm.config import TrainConfig
+from llm.train import main, run
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO, "data", "shakespeare_prefs", "train.jsonl")
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    lines = open(DATA, encoding="utf-8").read().splitlines()
+    (d / "train.jsonl").write_text("\n".join(lines[:16]) + "\n")
+    (d / "test.jsonl").write_text("\n".join(lines[16:22]) + "\n")
+    return d
+
+
+def cfg(files, tmp_path, **kw) -> TrainConfig:
+    base = dict(
+        data=str(files / "train.jsonl"),
+        eval_data=str(files / "test.jsonl"),
+        max_len=140,
+        max_prompt_len=110,
+        lr=1e-2,
+        warmup_steps=1,
+        batch_size=4,
+        max_steps=3,
+        gen_examples=0,
+        out_dir=str(tmp_path / "runs"),
+        cache_dir=str(tmp_path / "cache"),
+        progress=False,
+    )
+    return TrainConfig(**{**base, **kw})
+
+
+def final_params(result) -> dict:
+    return load_file(os.path.join(result["run_dir"], "final", "model.safetensors"))
+
+
+def records(result) -> list[dict]:
+    path = os.path.join(result["run_dir"], "metrics.jsonl")
+    recs = [json.loads(ln) for ln in open(path)]
+    return [{k: v for k, v in r.items() if k != "perf/tokens_per_s"} for r in recs]
+
+
+def assert_params_close(a: dict, b: dict, **tol) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], **tol)
+
+
+def test_resume_after_interruption_matches_uninterrupted(files, tmp_path):
+    c = cfg(files, tmp_path, max_steps=4, save_every=2, eval_every=2, lr_scheduler="cosine")
+    full = run(c.replace(name="full"))
+
+    def interrupt(step, record):
+        if step == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run(c.replace(name="cut"), on_step=interrupt)
+    resumed = run(c.replace(name="cut", resume=True))
+    assert_params_close(final_params(full), final_params(resumed), rtol=0, atol=0)
+    assert [r["step"] for r in records(resumed)] == [0, 1, 2, 3, 4]
+    assert records(full) == records(resumed)
+    with pytest.raises(ValueError, match=r"resume: config differs .*\['lr'\]"):
+        run(c.replace(name="cut", resume=True, lr=0.5))
+
+
+def test_gradient_accumulation_equals_large_batch(files, tmp_path):
+    big = run(cfg(files, tmp_path, name="big", batch_size=4, grad_accum=1, max_steps=2))
+    acc = run(cfg(files, tmp_path, name="acc", batch_size=1, grad_accum=4, max_steps=2))
+    assert_params_close(final_params(big), final_params(acc), rtol=1e-4, atol=2e-5)
+    for rb, ra in zip(records(big), records(acc)):
+        assert rb.keys() == ra.keys()
+        for k in rb:
+            assert rb[k] == pytest.approx(ra[k], rel=1e-4, abs=1e-6), k
+
+
+TWO_PROCESS_SCRIPT = """
+import json, sys
+from accelerate import debug_launcher
+
+
+def f():
+    from llm.config import TrainConfig
+    from llm.train import run
+
+    run(TrainConfig(**json.loads(sys.argv[1])))
+
+
+debug_launcher(f, num_processes=2)
+"""
+
+
+def test_two_processes_match_one(files, tmp_path):
+    """2 CPU processes (gloo) × 2 pairs equal 1 process × 2 micro-batches × 2 pairs. The launcher
+    runs in a fresh interpreter: forking this one after torch has run threads can deadlock."""
+    import dataclasses
+    import subprocess
+
+    one = run(cfg(files, tmp_path, name="one", batch_size=2, grad_accum=2, max_steps=2))
+    two_cfg = cfg(files, tmp_path, name="two", batch_size=2, grad_accum=1, max_steps=2)
+    args = json.dumps(dataclasses.asdict(two_cfg))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    log = tmp_path / "two.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", TWO_PROCESS_SCRIPT, args],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            proc.wait(timeout=150)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, 9)  # the launcher and its workers
+            pytest.fail(f"2-process run timed out: {log.read_text()[-3000:]}")
+    assert proc.returncode == 0, log.read_text()[-3000:]
+    two = {"run_dir": os.path.join(two_cfg.out_dir, "two")}
+    assert_params_close(final_params(one), final_params(two), rtol=1e-4, atol=1e-5)
+    meta = json.load(open(os.path.join(two["run_dir"], "config.json")))
+    assert meta["processes"] == 2 and meta["pairs_per_step"] == 4
+    for r1, r2 in zip(records(one), records(two)):
+        assert r1["loss/train"] == pytest.approx(r2["loss/train"], rel=1e-4)
+        assert r1.keys() == r2.keys()
+        for k in (k for k in r1 if k.startswith("eval/")):
+            assert r1[k] == pytest.approx(r2[k], rel=1e-4, abs=1e-5), k
+    assert "eval/pairs/accuracy" in records(two)[-1]
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_dpo_starts_at_log2_and_precomputed_reference_is_cached(files, tmp_path, lora):
+    """At step 1 the policy is the reference, so h = 0 and DPO's loss is log 2 exactly."""
+    c = cfg(files, tmp_path, objective="dpo", lora=lora, max_steps=2, eval_every=1)
+    live = run(c.replace(name="live"))
+    first = records(live)[1]
+    assert first["loss/train"] == pytest.approx(math.log(2), abs=1e-6)
+    assert records(live)[0]["eval/margin/implicit"] == pytest.approx(0, abs=1e-6)
+    meta = json.load(open(os.path.join(live["run_dir"], "config.json")))
+    assert meta["reference"] == ("adapter" if lora else "copy")
+    pre1 = run(c.replace(name="pre1", ref="precomputed"))
+    pre2 = run(c.replace(name="pre2", ref="precomputed"))
+    m1 = json.load(open(os.path.join(pre1["run_dir"], "config.json")))
+    m2 = json.load(open(os.path.join(pre2["run_dir"], "config.json")))
+    assert not m1["ref_cache/train"]["reused"] and m2["ref_cache/train"]["reused"]
+    assert m1["ref_cache/eval"]["key"] == m2["ref_cache/eval"]["key"]
+    for r_live, r_pre in zip(records(live), records(pre2)):
+        for k in r_live:
+            assert r_live[k] == pytest.approx(r_pre[k], rel=1e-4, abs=1e-5), k
+
+
+def test_reference_free_objective_loads_no_reference(files, tmp_path, monkeypatch):
+    import llm.train
+
+    def no_copy(model):
+        raise AssertionError("a reference copy was made")
+
+    monkeypatch.setattr(llm.train, "frozen_copy", no_copy)
+    with pytest.raises(AssertionError, match=r"reference copy"):  # the patch is effective
+        run(cfg(files, tmp_path, objective="dpo", max_steps=1))
+    res = run(cfg(files, tmp_path, objective="simpo", hp=("gamma=0.5",), max_steps=1))
+    meta = json.load(open(os.path.join(res["run_dir"], "config.json")))
+    assert meta["reference"] == "none"
+    assert meta["config"]["resolved_hparams"] == {"beta": 2.0, "gamma": 0.5}
+    rec = records(res)[-1]
+    # SimPO's logged margin is the mean-log-prob margin (no reference)
+    assert rec["margin/implicit"] == pytest.approx(
+        rec["logps/chosen_mean"] - rec["logps/rejected_mean"], abs=1e-5
+    )
+
+
+def test_cli_help_and_one_step(files, tmp_path, monkeypatch, capsys):
+    import tyro
+
+    with pytest.raises(SystemExit):
+        tyro.cli(TrainConfig, args=["--help"])
+    help_text = capsys.readouterr().out
+    for flag in ("--model", "--data", "--objective", "--hp", "--lora", "--ref", "--grad-accum"):
+        assert flag in help_text
+    c = cfg(files, tmp_path)
+    argv = ["llm.train", "--model", "tiny-llama", "--data", c.data, "--eval-data", c.eval_data]
+    argv += ["--objective", "orpo", "--max-steps", "1", "--out-dir", c.out_dir, "--name", "cli"]
+    argv += ["--max-len", "140", "--max-prompt-len", "110", "--gen-examples", "2"]
+    argv += ["--gen-max-new-tokens", "4", "--no-progress"]
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+    out = json.loads(capsys.readouterr().out)
+    assert 0 <= out["eval/pairs/accuracy"] <= 1 and out["eval/bleu4"] >= 0
+    gens = [json.loads(x) for x in open(os.path.join(c.out_dir, "cli", "generations.jsonl"))]
+    assert len(gens) == 2 and all(isinstance(g["generation"], str) for g in gens)
