@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Literal
 
 import objectives
-from toy.config import parse_hparams
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,7 @@ class TrainConfig:
 
     def hparams(self) -> dict[str, object]:
         """``hp`` parsed into typed values (types from the registry defaults)."""
-        return parse_hparams(self.objective, self.hp)
+        return objectives.get(self.objective).parse_hparams(self.hp)
 
     def run_name(self) -> str:
         if self.name:

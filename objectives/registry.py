@@ -70,6 +70,29 @@ class Objective:
                 f"it takes {sorted(self.defaults)}"
             )
 
+    def parse_hparams(self, pairs: tuple[str, ...] | list[str]) -> dict[str, object]:
+        """``key=value`` strings (a CLI's ``--hp beta=0.1 pushdown=mean``) → typed values, the
+        type taken from each hyperparameter's default; errors name the bad item."""
+        out: dict[str, object] = {}
+        for item in pairs:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ValueError(f"hp: expected key=value, got {item!r}")
+            self.check_hparams({key: None})
+            default = self.defaults[key]
+            if isinstance(default, bool):
+                if raw.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"hp: {key} must be true or false, got {raw!r}")
+                out[key] = raw.lower() in ("true", "1")
+            elif isinstance(default, (int, float)) or default is None:
+                try:
+                    out[key] = float(raw)
+                except ValueError:
+                    raise ValueError(f"hp: {key} must be a number, got {raw!r}") from None
+            else:
+                out[key] = raw
+        return out
+
 
 def _entry(name, fn, partials, data, **meta) -> tuple[str, Objective]:
     inputs = meta.pop(

@@ -236,3 +236,17 @@ def test_group_objectives_equal_plain_loop():
         adv = [(x - mean) / (std + 1e-6) for x in r]
         got = objectives.reinforce(logps, rewards)[p].item()
         assert math.isclose(got, -sum(a * x for a, x in zip(adv, lp)) / 5, rel_tol=1e-9)
+
+
+def test_parse_hparams_types_and_errors():
+    assert OBJECTIVES["rwr"].parse_hparams(["beta=0.5", "normalize=false"]) == {
+        "beta": 0.5,
+        "normalize": False,
+    }
+    assert OBJECTIVES["bon_pushdown"].parse_hparams(("pushdown=mean",)) == {"pushdown": "mean"}
+    with pytest.raises(ValueError, match="key=value"):
+        OBJECTIVES["dpo"].parse_hparams(["beta"])
+    with pytest.raises(ValueError, match="beta must be a number"):
+        OBJECTIVES["dpo"].parse_hparams(["beta=high"])
+    with pytest.raises(ValueError, match="no hyperparameter"):
+        OBJECTIVES["dpo"].parse_hparams(["tau=1"])

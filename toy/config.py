@@ -95,26 +95,8 @@ class BanditConfig:
 
 
 def parse_hparams(objective: str, pairs: tuple[str, ...]) -> dict[str, object]:
-    obj = objectives.get(objective)
-    out: dict[str, object] = {}
-    for item in pairs:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise ValueError(f"hp: expected key=value, got {item!r}")
-        obj.check_hparams({key: None})
-        default = obj.defaults[key]
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0"):
-                raise ValueError(f"hp: {key} must be true or false, got {raw!r}")
-            out[key] = raw.lower() in ("true", "1")
-        elif isinstance(default, (int, float)) or default is None:
-            try:
-                out[key] = float(raw)
-            except ValueError:
-                raise ValueError(f"hp: {key} must be a number, got {raw!r}") from None
-        else:
-            out[key] = raw
-    return out
+    """``key=value`` strings → typed hyperparameters of ``objective`` (see the registry)."""
+    return objectives.get(objective).parse_hparams(pairs)
 
 
 def _require(ok: bool, field_name: str, message: str) -> None:
