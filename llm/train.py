@@ -12,15 +12,15 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 import objectives
-from llm import models
+from llm import models, runs
 from llm.config import TrainConfig
 from llm.data import collate, read_rows, tokenize_rows
 from llm.evaluate import generation_metrics, pair_metrics
@@ -107,39 +107,6 @@ def build_reference(cfg, mode, accelerator, policy, ref_model, fingerprint, spli
     return PrecomputedReference(tables), info
 
 
-def _start_run(cfg: TrainConfig, run_dir: Path, meta: dict, accelerator) -> int:
-    """Write config.json (or, resuming, check it) and return the step to start from."""
-    ckpts = sorted(run_dir.glob("checkpoints/step_*/trainer_state.json"))
-    if cfg.resume and ckpts:
-        old = json.loads((run_dir / "config.json").read_text())["config"]
-        new = json.loads(json.dumps(meta["config"], default=str))  # tuples -> lists
-        diff = sorted(k for k in new if k not in ("resume", "progress") and old.get(k) != new[k])
-        if diff:
-            raise ValueError(f"resume: config differs from the checkpointed run in {diff}")
-        accelerator.load_state(str(ckpts[-1].parent))
-        step = json.loads(ckpts[-1].read_text())["step"]
-        if accelerator.is_main_process:
-            metrics = run_dir / "metrics.jsonl"
-            keep = [ln for ln in metrics.read_text().splitlines() if json.loads(ln)["step"] <= step]
-            atomic_write(metrics, lambda p: p.write_text("".join(f"{ln}\n" for ln in keep)))
-        accelerator.wait_for_everyone()
-        return step
-    if accelerator.is_main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(meta, indent=2, default=str)
-        atomic_write(run_dir / "config.json", lambda p: p.write_text(text))
-        for stale in ("metrics.jsonl", "generations.jsonl"):
-            (run_dir / stale).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    accelerator.wait_for_everyone()
-    return 0
-
-
-def _append(path: Path, record: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
 def _load(cfg: TrainConfig, accelerator):
     train_rows = read_rows(cfg.data, cfg.data_split)
     tokenizer, model = models.load(
@@ -190,9 +157,28 @@ def _prepare_model(cfg: TrainConfig, model, ref_mode: str):
     return model, ref_model, fingerprint
 
 
-def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> dict:
-    """Train as configured; returns the last metrics record (with eval keys) and ``run_dir``.
-    ``on_step(step, record)`` is called after every step (e.g. to stop a run early)."""
+@dataclass
+class Session:
+    """Everything a run holds while it trains (built once by ``_setup``)."""
+
+    cfg: TrainConfig
+    obj: objectives.Objective
+    hp: dict
+    accelerator: object
+    tokenizer: object
+    policy: object
+    optimizer: object
+    scheduler: object
+    reference: object
+    splits: dict
+    steps_per_epoch: int
+    pairs_per_step: int
+    total: int
+    run_dir: Path
+    start: int
+
+
+def _setup(cfg: TrainConfig) -> Session:
     from accelerate.utils import set_seed
     from transformers import get_scheduler
 
@@ -217,10 +203,10 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, cfg.warmup_steps, total)
     policy, optimizer = accelerator.prepare(policy, optimizer)
     accelerator.register_for_checkpointing(scheduler)
-    pad_id = tokenizer.pad_token_id
     reference, ref_info = build_reference(
-        cfg, ref_mode, accelerator, policy, ref_model, fingerprint, splits, pad_id
-    )
+        cfg, ref_mode, accelerator, policy, ref_model, fingerprint, splits,
+        tokenizer.pad_token_id,
+    )  # fmt: skip
     run_dir = Path(cfg.out_dir) / cfg.run_name()
     meta = {
         "config": {**vars(cfg), "resolved_hparams": {**obj.defaults, **hp}},
@@ -231,105 +217,83 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
         "processes": world,
         "pairs_per_step": pairs_per_step,
         "total_steps": total,
-        "versions": {**versions(), **_lib_versions()},
+        "versions": {**versions(), **runs.lib_versions()},
         "git_sha": git_sha(),
     }
-    start = _start_run(cfg, run_dir, meta, accelerator)
-    rank = accelerator.process_index
+    start = runs.start_run(cfg, run_dir, meta, accelerator)
+    return Session(cfg, obj, hp, accelerator, tokenizer, policy, optimizer, scheduler, reference,
+                   splits, steps_per_epoch, pairs_per_step, total, run_dir, start)  # fmt: skip
 
-    def micro_batches(step: int) -> list[dict]:
-        epoch, k = divmod(step, steps_per_epoch)
-        gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        ids = torch.randperm(n_train, generator=gen)[k * pairs_per_step : (k + 1) * pairs_per_step]
-        mine = ids.view(world, cfg.grad_accum, cfg.batch_size)[rank]
-        out = [collate([splits["train"][i] for i in mb.tolist()], pad_id) for mb in mine]
-        return [{k: v.to(accelerator.device) for k, v in b.items()} for b in out]
 
-    def evaluate(step: int) -> dict:
-        if "eval" not in splits:
-            return {}
-        out = pair_metrics(
-            accelerator, policy, reference, splits["eval"], obj, hp, pad_id, cfg.eval_batch_size
+def _micro_batches(ses: Session, step: int) -> list[dict]:
+    """This process's micro-batches of optimiser step ``step``: a pure function of the seed and
+    the step (so a resumed run sees the same data), split over processes and accumulation."""
+    cfg, acc = ses.cfg, ses.accelerator
+    epoch, k = divmod(step, ses.steps_per_epoch)
+    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    ids = torch.randperm(len(ses.splits["train"]), generator=gen)
+    ids = ids[k * ses.pairs_per_step : (k + 1) * ses.pairs_per_step]
+    mine = ids.view(acc.num_processes, cfg.grad_accum, cfg.batch_size)[acc.process_index]
+    pad_id = ses.tokenizer.pad_token_id
+    out = [collate([ses.splits["train"][i] for i in mb.tolist()], pad_id) for mb in mine]
+    return [{key: v.to(acc.device) for key, v in b.items()} for b in out]
+
+
+def _evaluate(ses: Session, step: int) -> dict:
+    """Held-out pair metrics; at the last step also greedy generations, BLEU-4 and ROUGE-L."""
+    if "eval" not in ses.splits:
+        return {}
+    cfg, acc, evals = ses.cfg, ses.accelerator, ses.splits["eval"]
+    out = pair_metrics(acc, ses.policy, ses.reference, evals, ses.obj, ses.hp,
+                       ses.tokenizer.pad_token_id, cfg.eval_batch_size)  # fmt: skip
+    if step == ses.total and cfg.gen_examples:
+        lm = acc.unwrap_model(ses.policy).model
+        scores, records = generation_metrics(
+            acc, lm, ses.tokenizer, evals[: cfg.gen_examples], cfg.gen_max_new_tokens
         )
-        if step == total and cfg.gen_examples:
-            lm = accelerator.unwrap_model(policy).model
-            scores, records = generation_metrics(
-                accelerator,
-                lm,
-                tokenizer,
-                splits["eval"][: cfg.gen_examples],
-                cfg.gen_max_new_tokens,
-            )
-            out.update(scores)
-            if accelerator.is_main_process:
-                text = "".join(json.dumps(r) + "\n" for r in records)
-                atomic_write(run_dir / "generations.jsonl", lambda p: p.write_text(text))
-        return out
+        out.update(scores)
+        if acc.is_main_process:
+            text = "".join(json.dumps(r) + "\n" for r in records)
+            atomic_write(ses.run_dir / "generations.jsonl", lambda p: p.write_text(text))
+    return out
 
-    main = accelerator.is_main_process
-    if start == 0 and cfg.eval_every:
-        record = {"step": 0, "epoch": 0.0, **evaluate(0)}
+
+def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> dict:
+    """Train as configured; returns the last metrics record (with eval keys) and ``run_dir``.
+    ``on_step(step, record)`` is called after every step (e.g. to stop a run early)."""
+    ses = _setup(cfg)
+    acc, metrics_path = ses.accelerator, ses.run_dir / "metrics.jsonl"
+    main = acc.is_main_process
+    if ses.start == 0 and cfg.eval_every:
+        record = {"step": 0, "epoch": 0.0, **_evaluate(ses, 0)}
         if main:
-            _append(run_dir / "metrics.jsonl", record)
-    bar = tqdm(total=total, initial=start, disable=not (cfg.progress and main), desc="train")
+            runs.append(metrics_path, record)
+    bar = tqdm(total=ses.total, initial=ses.start, disable=not (cfg.progress and main),
+               desc="train")  # fmt: skip
     record: dict = {}
-    policy.train()
-    for step in range(start, total):
+    ses.policy.train()
+    for step in range(ses.start, ses.total):
         metrics = train_step(
-            accelerator, policy, reference, optimizer, scheduler, micro_batches(step),
-            obj, hp, pairs_per_step, cfg.max_grad_norm,
+            acc, ses.policy, ses.reference, ses.optimizer, ses.scheduler,
+            _micro_batches(ses, step), ses.obj, ses.hp, ses.pairs_per_step, cfg.max_grad_norm,
         )  # fmt: skip
         s = step + 1
-        record = {"step": s, "epoch": s / steps_per_epoch, **metrics}
-        if s == total or (cfg.eval_every and s % cfg.eval_every == 0):
-            record.update(evaluate(s))
-        if main and (s % cfg.log_every == 0 or s == total or "eval/loss" in record):
-            _append(run_dir / "metrics.jsonl", record)
-        if cfg.save_every and s % cfg.save_every == 0 and s < total:
-            _save_checkpoint(accelerator, run_dir, s)
+        record = {"step": s, "epoch": s / ses.steps_per_epoch, **metrics}
+        if s == ses.total or (cfg.eval_every and s % cfg.eval_every == 0):
+            record.update(_evaluate(ses, s))
+        if main and (s % cfg.log_every == 0 or s == ses.total or "eval/loss" in record):
+            runs.append(metrics_path, record)
+        if cfg.save_every and s % cfg.save_every == 0 and s < ses.total:
+            runs.save_checkpoint(acc, ses.run_dir, s)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss/train']:.4f}")
         if on_step is not None:
             on_step(s, record)
     bar.close()
     if cfg.save_final:
-        _save_final(accelerator, policy, tokenizer, run_dir / "final")
-    accelerator.wait_for_everyone()
-    return {**record, "run_dir": str(run_dir)}
-
-
-def _save_checkpoint(accelerator, run_dir: Path, step: int) -> None:
-    """Model (or PEFT model), optimiser, scheduler and every process's RNG via accelerate, then
-    trainer_state.json (written last: a checkpoint without it is incomplete and ignored)."""
-    ckpt = run_dir / "checkpoints" / f"step_{step:07d}"
-    accelerator.save_state(str(ckpt), safe_serialization=False)
-    if accelerator.is_main_process:
-        atomic_write(
-            ckpt / "trainer_state.json", lambda p: p.write_text(json.dumps({"step": step}))
-        )
-    accelerator.wait_for_everyone()
-
-
-def _save_final(accelerator, policy, tokenizer, out: Path) -> None:
-    """The trained model (a PEFT model saves only its adapter) and tokenizer."""
-    state = accelerator.get_state_dict(policy)
-    if accelerator.is_main_process:
-        lm = accelerator.unwrap_model(policy).model
-        state = {k.removeprefix("model."): v for k, v in state.items()}
-        lm.save_pretrained(out, state_dict=state)
-        tokenizer.save_pretrained(out)
-
-
-def _lib_versions() -> dict[str, str]:
-    import importlib.metadata as md
-
-    out = {}
-    for lib in ("transformers", "accelerate", "peft", "tokenizers"):
-        try:
-            out[lib] = md.version(lib)
-        except md.PackageNotFoundError:
-            pass
-    return out
+        runs.save_final(acc, ses.policy, ses.tokenizer, ses.run_dir / "final")
+    acc.wait_for_everyone()
+    return {**record, "run_dir": str(ses.run_dir)}
 
 
 def main() -> None:
