@@ -113,3 +113,9 @@ def offline(objective: str, reward: str, seed_tuple: tuple[int, ...], quick: boo
         pair_threshold=0.0,
         **kw,
     )
+
+
+def reward_vs_queries(ax, metrics, color=None, label=None):
+    """Expected reward against cumulative reward queries (steps after the first update)."""
+    return band(ax, metrics[metrics.step > 0], "reward/expected", x="queries/reward",
+                color=color, label=label)  # fmt: skip

@@ -13,7 +13,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from analysis.cache import cached_run
-from analysis.common import PALETTE, band, final, save, seeds, setup
+from analysis.common import PALETTE, band, final, reward_vs_queries, save, seeds, setup
 from toy.config import preset
 
 OFFLINE_SIZES = (5, 50, 500)
@@ -39,14 +39,7 @@ def main(quick: bool = False) -> None:
         )
         ax.set(xlabel="gradient steps", ylabel=f"expected reward ({reward})", ylim=(0, 1.02))
         ax = axes[row, 1]
-        band(
-            ax,
-            on[on.step > 0],
-            "reward/expected",
-            x="queries/reward",
-            color=PALETTE["bon"],
-            label="on-policy BoN",
-        )
+        reward_vs_queries(ax, on, PALETTE["bon"], "on-policy BoN")
         for p in OFFLINE_SIZES[:1] if quick else OFFLINE_SIZES:
             m, *_ = cached_run(
                 preset(

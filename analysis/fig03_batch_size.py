@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from analysis.cache import cached_run
-from analysis.common import band, onpolicy, save, seeds, setup
+from analysis.common import onpolicy, reward_vs_queries, save, seeds, setup
 
 SIZES = (5, 10, 25, 50, 100, 200)
 BUDGET = 10_000
@@ -30,14 +30,7 @@ def main(quick: bool = False) -> None:
             m, *_ = cached_run(
                 onpolicy("bon", reward, s, quick, prompts_per_round=p, rounds=rounds)
             )
-            band(
-                ax,
-                m[m.step > 0],
-                "reward/expected",
-                x="queries/reward",
-                color=colour,
-                label=f"P = {p}",
-            )
+            reward_vs_queries(ax, m, colour, f"P = {p}")
         ax.set(
             xlabel="reward queries",
             ylabel=f"expected reward ({reward})",

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from analysis.cache import cached_run
-from analysis.common import band, onpolicy, save, seeds, setup
+from analysis.common import onpolicy, reward_vs_queries, save, seeds, setup
 
 REUSE = (1, 2, 4, 8, 16)
 
@@ -27,14 +27,7 @@ def main(quick: bool = False) -> None:
     for ax, name in zip(axes, ("bon", "dpo")):
         for colour, t in zip(colours, reuse):
             m, *_ = cached_run(onpolicy(name, "R1", s, quick, steps_per_round=t))
-            band(
-                ax,
-                m[m.step > 0],
-                "reward/expected",
-                x="queries/reward",
-                color=colour,
-                label=f"T = {t}",
-            )
+            reward_vs_queries(ax, m, colour, f"T = {t}")
         ax.set(
             xlabel="reward queries",
             ylabel="expected reward (R1)",
