@@ -1,0 +1,27 @@
+"""Run I/O shared by ``toy/`` and ``llm/``: atomic files, metrics logs that survive a kill, run
+directories that are never silently overwritten, versions for reproducibility, and the CLI's
+error contract (one line and exit code 2 for a user error; a traceback only with --debug).
+
+Nothing here knows about bandits or language models.
+"""
+
+from runio.errors import EXIT_NONFINITE, EXIT_USER, NonFiniteError, UserError, cli_entry
+from runio.files import append_jsonl, atomic_write, git_sha, read_jsonl, versions
+from runio.rundir import claim_run_dir, config_hash, is_complete, mark_complete
+
+__all__ = [
+    "EXIT_NONFINITE",
+    "EXIT_USER",
+    "NonFiniteError",
+    "UserError",
+    "append_jsonl",
+    "atomic_write",
+    "claim_run_dir",
+    "cli_entry",
+    "config_hash",
+    "git_sha",
+    "is_complete",
+    "mark_complete",
+    "read_jsonl",
+    "versions",
+]

@@ -1,0 +1,57 @@
+"""The error contract of every command-line entry point.
+
+- ``UserError`` (a ``ValueError``): the user's input is wrong (config value, data row, file,
+  path). The CLI prints ``error: <message>`` on one line and exits with code 2, before anything
+  heavy has run wherever the check can be made up front.
+- ``NonFiniteError``: training produced a NaN/inf loss or gradient norm. The run stops without
+  writing a checkpoint of the bad weights; exit code 3.
+- Anything else is a bug: its traceback is printed as usual.
+
+``--debug`` on the command line (or ``MODESEEK_DEBUG=1``) re-raises user errors with their
+traceback.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_USER = 2
+EXIT_NONFINITE = 3
+
+
+class UserError(ValueError):
+    """A problem with the user's input, reported as one line (no traceback) by the CLIs."""
+
+
+class NonFiniteError(RuntimeError):
+    """A non-finite loss or gradient norm: the run was stopped before the update was saved."""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
+
+
+def cli_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)`` under the error contract; returns the process exit code.
+
+    ``--debug`` is removed from ``argv`` before ``main`` sees it.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("MODESEEK_DEBUG", "") not in ("", "0")
+    args = [a for a in args if a != "--debug"]
+    try:
+        main(args)
+    except (UserError, FileNotFoundError, NotADirectoryError, IsADirectoryError) as e:
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_USER
+    except NonFiniteError as e:
+        if debug:
+            raise
+        print(f"error: {_one_line(e)}", file=sys.stderr)
+        return EXIT_NONFINITE
+    return 0

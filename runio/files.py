@@ -1,0 +1,88 @@
+"""Files of a run: atomic writes, a JSONL log that tolerates a torn last line, versions."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from runio.errors import UserError
+
+
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto
+    ``path``: readers see the old file or the complete new one, never a partial write."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def append_jsonl(path: Path, record: dict) -> None:
+    """Append one JSON line and flush it to disk (a kill can tear only this line)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    """Records of a JSONL log. A last line without its newline that does not parse is the trace
+    of a kill mid-write and is dropped; a bad line anywhere else is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text(encoding="utf-8", errors="replace")
+    lines = text.split("\n")
+    torn = lines.pop() if lines else ""  # after the last newline: "" unless the write was torn
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {i + 1} is not valid JSON ({e.msg})") from None
+    if torn.strip():
+        try:
+            records.append(json.loads(torn))
+        except json.JSONDecodeError:
+            pass  # the torn tail of a killed write
+    return records
+
+
+def versions(*libs: str) -> dict[str, str]:
+    """Python's version and those of the given installed distributions (absent ones skipped)."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for lib in ("torch", "numpy", "pandas", "matplotlib", *libs):
+        try:
+            out[lib] = md.version(lib)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def git_sha() -> str | None:
+    """The checkout's commit, or None outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
