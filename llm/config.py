@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import objectives
+from runio import UserError, config_hash, validation_deferred
 
 
 @dataclass(frozen=True)
@@ -100,18 +102,27 @@ class TrainConfig:
     """Checkpoint (model or adapter, optimiser, scheduler, RNG, data position) every this many
     steps; 0: none."""
     resume: bool = False
-    """Resume from the latest checkpoint of this run's directory."""
+    """Continue this run's directory from its latest complete checkpoint (a complete run is
+    left as it is; a run killed before its first checkpoint restarts from step 0)."""
+    overwrite: bool = False
+    """Replace an existing run directory of the same name (without it, or --resume, an existing
+    run is never touched)."""
+    dry_run: bool = False
+    """Check the config and every data row (and the model's position limit) without building the
+    model or training: prints counts per problem; exit code 2 if training would fail."""
     save_final: bool = True
     """Save the trained model (or adapter) and tokenizer to runs/<name>/final."""
     name: str | None = None
-    """Run name (directory under out_dir); derived from the config when None."""
+    """Run name (directory under out_dir). None: derived from the objective, model and seed plus
+    a short hash of the whole resolved config, so runs that differ in anything never share one."""
     out_dir: str = "runs"
     """Where runs/<name>/ is written."""
     progress: bool = True
     """Show a progress bar."""
 
     def __post_init__(self) -> None:
-        validate(self)
+        if not validation_deferred():
+            validate(self)
 
     def hparams(self) -> dict[str, object]:
         """``hp`` parsed into typed values (types from the registry defaults)."""
@@ -122,19 +133,37 @@ class TrainConfig:
             return self.name
         model = Path(self.model.rstrip("/")).name
         hp = "".join(f"_{h.replace('=', '')}" for h in self.hp)
-        return f"{self.objective}{hp}_{model}{'_lora' if self.lora else ''}_s{self.seed}"
+        resolved = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_RESULTS}
+        tag = config_hash({**resolved, "resolved_hparams": self.resolved_hparams()})
+        return f"{self.objective}{hp}_{model}{'_lora' if self.lora else ''}_s{self.seed}_{tag}"
+
+    def resolved_hparams(self) -> dict[str, object]:
+        """The hyperparameters the objective uses: registry defaults with ``hp`` applied."""
+        return {**objectives.get(self.objective).defaults, **self.hparams()}
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
+NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run")
+"""Fields that do not change a run's results (left out of the automatic name's hash and of the
+resume comparison)."""
+
+
 def _require(ok: bool, field_name: str, message: str) -> None:
     if not ok:
-        raise ValueError(f"TrainConfig.{field_name}: {message}")
+        raise UserError(f"TrainConfig.{field_name}: {message}")
+
+
+def _finite(c: TrainConfig) -> None:
+    for f in dataclasses.fields(c):
+        value = getattr(c, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UserError(f"TrainConfig.{f.name}: must be a finite number, got {value}")
 
 
 def validate(c: TrainConfig) -> None:
-    """Raise a ValueError naming the first invalid field."""
+    """Raise a ``UserError`` naming the first invalid field, its value and what is accepted."""
     _require(
         c.objective in objectives.OBJECTIVES,
         "objective",
@@ -148,17 +177,36 @@ def validate(c: TrainConfig) -> None:
         f"{c.objective!r} consumes on-policy scored groups (data='groups'), not offline pairs; "
         f"choose from {offline}",
     )
-    c.hparams()
-    for name in ("max_len", "max_prompt_len", "batch_size", "grad_accum", "epochs", "log_every"):
-        _require(getattr(c, name) >= 1, name, "must be at least 1")
+    c.hparams()  # parses and range-checks every key=value (registry metadata)
+    _finite(c)
+    sizes = ("max_len", "max_prompt_len", "batch_size", "grad_accum", "epochs", "log_every")
+    sizes += ("eval_batch_size", "gen_max_new_tokens", "lora_alpha")
+    for name in sizes:
+        value = getattr(c, name)
+        _require(value >= 1, name, f"must be at least 1, got {value}")
+    _require(c.seed >= 0, "seed", f"must be a non-negative integer, got {c.seed}")
+    exclusive = c.resume + c.overwrite + c.dry_run <= 1
+    _require(exclusive, "resume", "--resume, --overwrite and --dry-run exclude each other")
     _require(c.max_prompt_len < c.max_len, "max_prompt_len", "must be below max_len")
     for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "gen_examples"):
         _require(getattr(c, name) >= 0, name, "must be non-negative")
-    _require(c.lr > 0, "lr", "must be positive")
+    _require(c.lr > 0, "lr", f"must be positive, got {c.lr}")
+    _require(c.weight_decay >= 0, "weight_decay", f"must be non-negative, got {c.weight_decay}")
+    _require(0 <= c.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {c.lora_dropout}")
     _require(c.max_grad_norm >= 0, "max_grad_norm", "must be non-negative")
+    _require(bool(c.data.strip()), "data", "needs a data file")
+    _require(
+        c.name is None or _plain_name(c.name),
+        "name",
+        f"must be a plain directory name (no '/', not '.' or '..'), got {c.name!r}",
+    )
     _require(c.logps_chunk >= 1, "logps_chunk", "must be at least 1")
     _require(c.logps_checkpoint_mb >= 0, "logps_checkpoint_mb", "must be non-negative")
     _require(c.lora_r >= 1, "lora_r", "must be at least 1")
     _require(
         c.ref != "adapter" or c.lora, "ref", "'adapter' needs --lora (the base model is the ref)"
     )
+
+
+def _plain_name(name: str) -> bool:
+    return bool(name) and "/" not in name and "\\" not in name and name not in (".", "..")

@@ -28,8 +28,15 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from runio import UserError
 
-class DataError(ValueError):
+ACCEPTED = (
+    "a row needs 'prompt', 'chosen' and 'rejected' strings, or 'chosen'/'rejected' lists of "
+    "{role, content} messages"
+)
+
+
+class DataError(UserError):
     """An invalid row: names the file, the row (0-based) and the problem."""
 
     def __init__(self, path: str, row: int, problem: str):
@@ -54,49 +61,113 @@ class DataReport:
     rows: int = 0
     kept: int = 0
     truncated: int = 0
+    identical: int = 0
+    """Rows whose chosen and rejected responses tokenise identically (kept; they carry no
+    preference signal and give every pairwise objective a zero gradient)."""
     skipped: Counter = field(default_factory=Counter)
 
 
 def read_rows(path: str, split: str = "train") -> list[dict]:
     """Rows of a JSONL / JSON / CSV / parquet file or a ``datasets`` directory (``split`` of a
-    DatasetDict)."""
-    p = Path(path)
+    DatasetDict). Unreadable files are a ``UserError`` naming the file and line."""
+    p = Path(path).expanduser()
     if not p.exists():
-        raise FileNotFoundError(f"data file {path!r} does not exist")
+        raise UserError(f"data file {path!r} does not exist")
     if p.is_dir():
-        import datasets
-
-        ds = datasets.load_from_disk(str(p))
-        if isinstance(ds, datasets.DatasetDict):
-            if split not in ds:
-                raise ValueError(f"{path}: no split {split!r}; it has {sorted(ds)}")
-            ds = ds[split]
-        return ds.to_list()
+        return _read_dataset_dir(p, path, split)
     suffix = p.suffix.lower()
     if suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines()):
+        for i, line in enumerate(_text(p, path).split("\n")):
             if line.strip():
                 try:
                     rows.append(json.loads(line))
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {i + 1}: invalid JSON ({e})") from None
+                    raise UserError(f"{path}: line {i + 1}: invalid JSON ({e.msg})") from None
         return rows
     if suffix == ".json":
-        obj = json.loads(p.read_text(encoding="utf-8"))
-        if isinstance(obj, dict):  # column-oriented
-            keys = list(obj)
-            return [dict(zip(keys, vals)) for vals in zip(*(obj[k] for k in keys))]
-        return list(obj)
+        try:
+            obj = json.loads(_text(p, path))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+        return _json_rows(obj, path)
     if suffix == ".csv":
         import pandas as pd
 
-        return pd.read_csv(p, keep_default_na=False, dtype=str).to_dict("records")
+        _text(p, path)  # names the line of any non-UTF-8 byte
+        try:
+            frame = pd.read_csv(p, keep_default_na=False, dtype=str)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+            raise UserError(f"{path}: not a readable CSV file ({_first_line(e)})") from None
+        return frame.to_dict("records")
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(p).to_pylist()
-    raise ValueError(f"{path}: unsupported format {suffix!r} (jsonl, json, csv, parquet, dir)")
+        try:
+            return pq.read_table(p).to_pylist()
+        except (pa.ArrowException, OSError) as e:
+            raise UserError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
+    raise UserError(f"{path}: unsupported format {suffix!r} (jsonl, json, csv, parquet, dir)")
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _text(p: Path, path: str) -> str:
+    """The file as UTF-8 text; a non-UTF-8 byte is an error naming its line and column."""
+    raw = p.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        col = e.start - (raw.rfind(b"\n", 0, e.start) + 1) + 1
+        raise UserError(
+            f"{path}: line {line}, column {col}: byte 0x{raw[e.start]:02x} is not valid UTF-8 "
+            "(data files must be UTF-8 text)"
+        ) from None
+
+
+def _json_rows(obj: object, path: str) -> list[dict]:
+    """A .json file's rows: a list of row objects, or one object of equal-length column lists."""
+    if isinstance(obj, list):
+        return obj
+    if not isinstance(obj, dict):
+        raise UserError(
+            f"{path}: top level is a {type(obj).__name__}; expected a list of row objects or "
+            "an object of equal-length column lists"
+        )
+    accepted = "expected a list of row objects, or an object mapping each column to a list"
+    if not obj:
+        raise UserError(f"{path}: an empty object; {accepted}")
+    not_lists = [k for k, v in obj.items() if not isinstance(v, list)]
+    if not_lists:
+        raise UserError(f"{path}: a single object (its {not_lists[0]!r} is not a list); {accepted}")
+    lengths = {k: len(v) for k, v in obj.items()}
+    if len(set(lengths.values())) > 1:
+        raise UserError(
+            f"{path}: columns have unequal lengths {lengths}; every column list needs one "
+            "value per row"
+        )
+    keys = list(obj)
+    return [dict(zip(keys, vals)) for vals in zip(*(obj[k] for k in keys))]
+
+
+def _read_dataset_dir(p: Path, path: str, split: str) -> list[dict]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(p))
+    except FileNotFoundError:
+        raise UserError(
+            f"{path}: a directory but not a saved `datasets` Dataset/DatasetDict"
+        ) from None
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise UserError(f"{path}: no split {split!r}; it has {sorted(ds)}")
+        ds = ds[split]
+    return ds.to_list()
 
 
 def _check_messages(msgs: object, key: str) -> str | None:
@@ -113,12 +184,12 @@ def _check_messages(msgs: object, key: str) -> str | None:
 def to_conversation(row: dict) -> tuple[list, list, list] | str:
     """(prompt, chosen, rejected) message lists of a row, or a problem description."""
     for key in ("chosen", "rejected"):
-        if key not in row or row[key] is None:
-            return f"missing column {key!r}"
+        if problem := _missing(row, key):
+            return problem
     if isinstance(row["chosen"], str) or isinstance(row["rejected"], str):
         for key in ("prompt", "chosen", "rejected"):
-            if key not in row or row[key] is None:
-                return f"missing column {key!r}"
+            if problem := _missing(row, key):
+                return problem
             if not isinstance(row[key], str):
                 return f"{key!r} must be a string, got {type(row[key]).__name__}"
             if key != "prompt" and not row[key].strip():
@@ -144,6 +215,14 @@ def to_conversation(row: dict) -> tuple[list, list, list] | str:
         if resp[0]["role"] != "assistant":
             return f"{key!r} response must start with an assistant message"
     return prompt, chosen, rejected
+
+
+def _missing(row: dict, key: str) -> str | None:
+    if key not in row:
+        return f"missing column {key!r} ({ACCEPTED})"
+    if row[key] is None:
+        return f"null value in column {key!r} (a {key} string or message list is required)"
+    return None
 
 
 def _assistant(text: str) -> dict:
@@ -193,23 +272,27 @@ def tokenize_rows(
     max_prompt_len: int,
     chat_template: str = "auto",
     skip_invalid: bool = False,
+    require_rows: bool = True,
 ) -> tuple[list[Example], DataReport]:
-    """Validate and tokenise ``rows``; invalid rows raise ``DataError`` unless ``skip_invalid``."""
+    """Validate and tokenise ``rows``; invalid rows raise ``DataError`` unless ``skip_invalid``
+    (then they are counted per problem in the report). No valid row at all is an error unless
+    ``require_rows`` is False."""
     use_template = chat_template == "on" or (
         chat_template == "auto" and getattr(tokenizer, "chat_template", None)
     )
     if chat_template == "on" and not getattr(tokenizer, "chat_template", None):
-        raise ValueError("chat_template='on' but the tokenizer has no chat template")
+        raise UserError("TrainConfig.chat_template: 'on' but the tokenizer has no chat template")
     report, examples = DataReport(rows=len(rows)), []
     for i, row in enumerate(rows):
         result = _tokenize_row(tokenizer, row, use_template, max_len, max_prompt_len)
         if isinstance(result, str):
             if not skip_invalid:
                 raise DataError(path, i, result)
-            report.skipped[result.split(":")[0]] += 1
+            report.skipped[problem_kind(result)] += 1
             continue
         prompt, chosen, rejected, truncated = result
         report.truncated += truncated
+        report.identical += chosen == rejected
         chosen_text = row["chosen"] if isinstance(row["chosen"], str) else ""
         if not chosen_text:
             convo = to_conversation(row)
@@ -221,8 +304,8 @@ def tokenize_rows(
             )
         )
     report.kept = len(examples)
-    if not examples:
-        raise ValueError(f"{path}: no valid rows ({dict(report.skipped)} skipped)")
+    if not examples and require_rows:
+        raise UserError(f"{path}: no valid rows ({dict(report.skipped)} skipped)")
     return examples, report
 
 
@@ -237,9 +320,9 @@ def _tokenize_row(tokenizer, row, use_template: bool, max_len: int, max_prompt_l
     else:
         if isinstance(row.get("chosen"), list) or isinstance(row.get("rejected"), list):
             return "conversational row (message lists) but no chat template is in use"
-        if not all(k in row for k in ("prompt", "chosen", "rejected")):
-            missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
-            return f"missing column {missing[0]!r}"
+        for key in ("prompt", "chosen", "rejected"):
+            if problem := _missing(row, key):
+                return problem
         ids = _standard_ids(tokenizer, row)
     if isinstance(ids, str):
         return ids
@@ -249,6 +332,11 @@ def _tokenize_row(tokenizer, row, use_template: bool, max_len: int, max_prompt_l
     room = max_len - len(prompt)
     truncated = int(len(chosen) > room or len(rejected) > room)
     return prompt, chosen[:room], rejected[:room], truncated
+
+
+def problem_kind(problem: str) -> str:
+    """A row problem without its row-specific details (the key problems are counted under)."""
+    return problem.split(" (")[0].split(":")[0]
 
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, Tensor]:

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from llm import tiny
+from runio import UserError
 
 
 def file_sha256(path: Path, block: int = 1 << 22) -> str:
@@ -45,6 +46,93 @@ def convert_gguf(model_dir: str, gguf_file: str, cache_dir: str) -> Path:
     return out
 
 
+def _looks_local(model: str) -> bool:
+    """A path rather than a hub id (``org/name``): absolute, relative, home, or deeper."""
+    return model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+
+
+def resolve_source(model: str, gguf_file: str | None, cache_dir: str) -> str:
+    """The directory or hub id to load ``--model`` from (a GGUF file converted once). A missing
+    local path or GGUF file is a ``UserError`` naming it (not a hub-id format complaint)."""
+    path = Path(model).expanduser()
+    if gguf_file:
+        if not (path / gguf_file).is_file():
+            raise UserError(f"TrainConfig.gguf_file: {path / gguf_file} does not exist")
+        return str(convert_gguf(str(path), gguf_file, cache_dir))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError(
+                f"TrainConfig.model: {model} has no config.json (not a Hugging Face model "
+                "directory; pass --gguf-file for a GGUF file)"
+            )
+        return str(path)
+    if _looks_local(model):
+        raise UserError(f"TrainConfig.model: local model directory {model} does not exist")
+    return model
+
+
+def load_tokenizer(
+    model: str,
+    *,
+    corpus: Callable[[], Iterable[str]] | None = None,
+    gguf_file: str | None = None,
+    cache_dir: str = "~/.cache/modeseek",
+):
+    """The tokenizer of ``--model`` (tiny models train one on ``corpus()``), with a pad token."""
+    from transformers import AutoTokenizer
+
+    if model in tiny.TINY_MODELS:
+        if corpus is None:
+            raise ValueError(f"{model} needs a text corpus to train its tokenizer")
+        return tiny.build_tokenizer(corpus())
+    source = resolve_source(model, gguf_file, cache_dir)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+    except OSError as e:
+        raise UserError(
+            f"TrainConfig.model: cannot load a tokenizer from {model!r} ({_brief(e)})"
+        ) from None
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def max_positions(model: str, gguf_file: str | None = None, cache_dir: str = "") -> int | None:
+    """The longest sequence the model's position embeddings allow (read from its config, before
+    any weights load); None when the config states no limit."""
+    if model in tiny.TINY_MODELS:
+        return tiny.MAX_POSITIONS
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(resolve_source(model, gguf_file, cache_dir))
+    config = getattr(config, "text_config", None) or config
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def load_model(
+    model: str,
+    tokenizer,
+    *,
+    seed: int = 0,
+    gguf_file: str | None = None,
+    cache_dir: str = "~/.cache/modeseek",
+):
+    """The causal LM of ``--model`` in fp32 (tiny ones random-initialised from ``seed``)."""
+    from transformers import AutoModelForCausalLM
+
+    if model in tiny.TINY_MODELS:
+        return tiny.build_model(model, tokenizer, seed=seed)
+    source = resolve_source(model, gguf_file, cache_dir)
+    try:
+        return AutoModelForCausalLM.from_pretrained(source, dtype=torch.float32)
+    except OSError as e:
+        raise UserError(f"TrainConfig.model: cannot load {model!r} ({_brief(e)})") from None
+
+
 def load(
     model: str,
     *,
@@ -54,21 +142,13 @@ def load(
     cache_dir: str = "~/.cache/modeseek",
 ):
     """(tokenizer, model in fp32). Tiny models train their tokenizer on ``corpus()``."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if model in tiny.TINY_MODELS:
-        if corpus is None:
-            raise ValueError(f"{model} needs a text corpus to train its tokenizer")
-        tokenizer = tiny.build_tokenizer(corpus())
-        return tokenizer, tiny.build_model(model, tokenizer, seed=seed)
-    path = model
-    if gguf_file:
-        path = str(convert_gguf(model, gguf_file, cache_dir))
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    lm = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    tokenizer = load_tokenizer(model, corpus=corpus, gguf_file=gguf_file, cache_dir=cache_dir)
+    lm = load_model(model, tokenizer, seed=seed, gguf_file=gguf_file, cache_dir=cache_dir)
     return tokenizer, lm
+
+
+def _brief(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
 
 
 def disable_dropout(model: nn.Module) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import torch
 from torch import Tensor
 
 from llm.data import Example, collate
+from runio import atomic_write
 
 CACHE_VERSION = 1
 Batch = dict[str, Tensor]
@@ -101,22 +103,41 @@ def compute_table(
     return sums_N2, counts_N2
 
 
+def _load_table(path: Path, n_rows: int) -> tuple[Tensor, Tensor] | None:
+    """The cached table, or None when the file is truncated, corrupt, not plain tensor data, of
+    the wrong shape or holds non-finite values (then it is recomputed)."""
+    try:
+        data = torch.load(path, weights_only=True, map_location="cpu")
+        sums, counts = data["sums"], data["counts"]
+    except Exception:  # any unreadable file is recomputed, never trusted
+        return None
+    shape_ok = sums.shape == counts.shape == (n_rows, 2)
+    if not (shape_ok and torch.isfinite(sums).all() and (counts >= 1).all()):
+        return None
+    return sums, counts
+
+
 def cached_table(
     cache_dir: str,
     key: str,
     compute: Callable[[], tuple[Tensor, Tensor]],
     accelerator,
+    n_rows: int,
 ) -> tuple[tuple[Tensor, Tensor], bool]:
     """The table stored under ``cache_dir/ref_logps/<key>.pt``, computing and saving it (main
-    process, atomic write) when absent. Returns (table, was_cached)."""
-    from toy.runio import atomic_write
-
+    process, atomic write) when absent or unreadable (reported with its path). Returns
+    (table, was_cached)."""
     path = Path(cache_dir).expanduser() / "ref_logps" / f"{key}.pt"
-    exists = path.exists()
-    accelerator.wait_for_everyone()  # every process takes the same branch (no collective hangs)
-    if exists:
-        data = torch.load(path, weights_only=True)
-        return (data["sums"], data["counts"]), True
+    table = _load_table(path, n_rows) if path.exists() else None
+    # every process takes the same branch (no collective hangs): all must have read the file
+    ok = torch.tensor([float(table is not None)], device=accelerator.device)
+    accelerator.wait_for_everyone()
+    if accelerator.num_processes > 1:
+        ok = accelerator.reduce(ok, "min")
+    if bool(ok.item()):
+        return table, True
+    if path.exists() and accelerator.is_main_process:
+        print(f"[llm] reference cache {path} is corrupt or stale; recomputing it", file=sys.stderr)
     table = compute()
     if accelerator.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)

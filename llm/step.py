@@ -9,6 +9,7 @@ whose gradients DDP averages), so the update is that of the mean loss over all N
 
 from __future__ import annotations
 
+import math
 import time
 from contextlib import nullcontext
 
@@ -17,6 +18,7 @@ from torch import Tensor
 
 import objectives
 from objectives import Objective
+from runio import NonFiniteError
 
 # per-pair statistics summed over pairs and divided by the pair count when logged
 PAIR_KEYS = (
@@ -114,15 +116,20 @@ def train_step(
         tokens += batch["attention_mask"].sum()
     norm = max_grad_norm if max_grad_norm > 0 else float("inf")
     grad_norm = accelerator.clip_grad_norm_(policy.parameters(), norm)
+    # reduced before the update, so every process takes the same decision on finiteness
+    stats_K = accelerator.reduce(stats_K, "sum") / n_pairs
+    tokens = accelerator.reduce(tokens, "sum")
+    loss, gnorm = float(stats_K[0]), float(grad_norm)
+    if not (math.isfinite(loss) and math.isfinite(gnorm)):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(f"non-finite loss/train = {loss} or grad/norm = {gnorm}")
     lr = scheduler.get_last_lr()[0]
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    stats_K = accelerator.reduce(stats_K, "sum") / n_pairs
-    tokens = accelerator.reduce(tokens, "sum")
     elapsed = time.perf_counter() - t0
     out = {("loss/train" if k == "loss" else k): v for k, v in zip(PAIR_KEYS, stats_K.tolist())}
-    out["grad/norm"] = float(grad_norm)
+    out["grad/norm"] = gnorm
     out["lr"] = lr
     out["perf/tokens_per_s"] = float(tokens) / elapsed
     return out

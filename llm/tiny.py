@@ -23,6 +23,7 @@ from transformers import (
 )
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
+MAX_POSITIONS = 1024
 SPECIALS = ("<|pad|>", "<|bos|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>")
 CHAT_TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}"
@@ -74,7 +75,7 @@ def build_model(
             n_embd=size,
             n_layer=2,
             n_head=2,
-            n_positions=1024,
+            n_positions=MAX_POSITIONS,
             resid_pdrop=0.0,
             embd_pdrop=0.0,
             attn_pdrop=0.0,
@@ -88,7 +89,7 @@ def build_model(
             num_hidden_layers=2,
             num_attention_heads=4,
             num_key_value_heads=2,
-            max_position_embeddings=1024,
+            max_position_embeddings=MAX_POSITIONS,
             tie_word_embeddings=False,
             **common,
         )

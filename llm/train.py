@@ -1,10 +1,18 @@
 """Train a causal LM on offline preference pairs with any pairwise or chosen-only objective.
 
     python -m llm.train --model tiny-gpt2 --objective dpo           # shipped data, no download
+    python -m llm.train --dry-run --data pairs.jsonl --model DIR    # check data + config only
     accelerate launch -m llm.train --model DIR --lora --objective simpo ...
 
+Order of work: the config is validated when parsed; then the data files are read, every row
+checked and tokenised, and the model's position limit read from its config — all before any
+weights load — and only then the run directory is claimed (an existing run is never replaced
+without --resume or --overwrite) and the model built.
+
 Outputs runs/<name>/: config.json (written before training), metrics.jsonl (one record per logged
-step, toy metric keys), generations.jsonl, checkpoints/step_*/ and final/.
+step, toy metric keys), generations.jsonl, checkpoints/step_*/, final/ and COMPLETE (last).
+User errors print one line and exit 2 (--debug for the traceback); a non-finite loss or gradient
+stops the run before the bad update, exit 3.
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +30,7 @@ from tqdm.auto import tqdm
 
 import objectives
 from llm import models, runs
-from llm.config import TrainConfig
+from llm.config import TrainConfig, validate
 from llm.data import collate, read_rows, tokenize_rows
 from llm.evaluate import generation_metrics, pair_metrics
 from llm.logps import PolicyLogps
@@ -34,7 +43,15 @@ from llm.reference import (
     compute_table,
 )
 from llm.step import train_step
-from toy.runio import atomic_write, git_sha, versions
+from runio import (
+    NonFiniteError,
+    UserError,
+    atomic_write,
+    cli_entry,
+    deferred_validation,
+    git_sha,
+    versions,
+)
 
 
 def corpus_texts(rows: list[dict]):
@@ -57,13 +74,9 @@ def resolve_ref(cfg: TrainConfig, obj: objectives.Objective) -> str:
 
 
 def _accelerator(cfg: TrainConfig):
-    from accelerate import Accelerator
+    from llm.distributed import build_accelerator
 
-    precision = cfg.precision
-    if precision == "auto":
-        cuda_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        precision = "bf16" if cuda_bf16 else "fp32"
-    return Accelerator(mixed_precision="bf16" if precision == "bf16" else "no")
+    return build_accelerator(cfg.precision)
 
 
 def _nograd_module(accelerator, policy):
@@ -102,37 +115,103 @@ def build_reference(cfg, mode, accelerator, policy, ref_model, fingerprint, spli
         compute = lambda ex=examples: compute_table(  # noqa: E731
             fn, ex, pad_id, cfg.eval_batch_size, accelerator
         )
-        tables[split], hit = cached_table(cfg.cache_dir, key, compute, accelerator)
+        tables[split], hit = cached_table(cfg.cache_dir, key, compute, accelerator, len(examples))
         info[f"ref_cache/{split}"] = {"key": key, "reused": hit}
     return PrecomputedReference(tables), info
 
 
-def _load(cfg: TrainConfig, accelerator):
-    train_rows = read_rows(cfg.data, cfg.data_split)
-    tokenizer, model = models.load(
+def load_data(cfg: TrainConfig, *, count_all: bool = False):
+    """(tokenizer, splits, reports): every row read, checked and tokenised, and the sequence
+    limits checked against the model's positions, before any model weights load.
+    ``count_all`` counts every problem (as --skip-invalid does) instead of stopping at the first."""
+    rows = {"train": read_rows(cfg.data, cfg.data_split)}
+    if cfg.eval_data:
+        rows["eval"] = read_rows(cfg.eval_data, cfg.data_split)
+    tokenizer = models.load_tokenizer(
         cfg.model,
-        seed=cfg.seed,
-        corpus=lambda: corpus_texts(train_rows),
+        corpus=lambda: corpus_texts(rows["train"]),
         gguf_file=cfg.gguf_file,
         cache_dir=cfg.cache_dir,
     )
+    check_positions(cfg, models.max_positions(cfg.model, cfg.gguf_file, cfg.cache_dir))
     kw = dict(
         max_len=cfg.max_len,
         max_prompt_len=cfg.max_prompt_len,
         chat_template=cfg.chat_template,
-        skip_invalid=cfg.skip_invalid,
+        skip_invalid=cfg.skip_invalid or count_all,
+        require_rows=not count_all,
     )
-    train_ex, report = tokenize_rows(train_rows, tokenizer, path=cfg.data, **kw)
-    splits, reports = {"train": train_ex}, {"train": vars(report)}
-    if cfg.eval_data:
-        rows = read_rows(cfg.eval_data, cfg.data_split)
-        splits["eval"], rep = tokenize_rows(rows, tokenizer, path=cfg.eval_data, **kw)
-        reports["eval"] = vars(rep)
+    splits, reports = {}, {}
+    for split, split_rows in rows.items():
+        path = cfg.data if split == "train" else cfg.eval_data
+        splits[split], rep = tokenize_rows(split_rows, tokenizer, path=path, **kw)
+        reports[split] = {**vars(rep), "skipped": dict(rep.skipped)}
+    return tokenizer, splits, reports
+
+
+def check_positions(cfg: TrainConfig, limit: int | None) -> None:
+    """--max-len (and prompt + generated tokens at evaluation) within the model's positions."""
+    if limit is None:
+        return
+    if cfg.max_len > limit:
+        raise UserError(
+            f"TrainConfig.max_len: {cfg.max_len} exceeds the model's {limit} positions "
+            f"(max_position_embeddings); use --max-len {limit} or less"
+        )
+    gen = cfg.max_prompt_len + cfg.gen_max_new_tokens
+    if cfg.eval_data and cfg.gen_examples and gen > limit:
+        raise UserError(
+            f"TrainConfig.gen_max_new_tokens: max_prompt_len + gen_max_new_tokens = {gen} exceeds "
+            f"the model's {limit} positions"
+        )
+
+
+def warn_data(reports: dict, accelerator) -> None:
+    if not accelerator.is_main_process:
+        return
     for split, rep in reports.items():
-        if rep["skipped"] and accelerator.is_main_process:
+        if rep["skipped"]:
             print(f"[llm] {split}: skipped {rep['rows'] - rep['kept']} invalid rows: ", end="")
-            print(dict(rep["skipped"]))
-    return tokenizer, model, splits, reports
+            print(rep["skipped"], file=sys.stderr)
+        if rep["identical"]:
+            print(
+                f"[llm] warning: {split}: {rep['identical']} of {rep['kept']} pairs have identical "
+                "chosen and rejected responses (no preference signal; kept)",
+                file=sys.stderr,
+            )
+
+
+def steps_plan(cfg: TrainConfig, n_train: int, world: int) -> tuple[int, int, int]:
+    """(pairs per optimiser step, steps per epoch, total steps); an error if one step needs more
+    pairs than the data holds."""
+    pairs_per_step = cfg.batch_size * cfg.grad_accum * world
+    steps_per_epoch = n_train // pairs_per_step
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"TrainConfig.batch_size: one step needs {pairs_per_step} pairs "
+            f"(batch_size × grad_accum × processes); {cfg.data} has {n_train} valid rows"
+        )
+    return pairs_per_step, steps_per_epoch, cfg.max_steps or cfg.epochs * steps_per_epoch
+
+
+def dry_run(cfg: TrainConfig) -> dict:
+    """Check the config and every row without building the model: the report of ``--dry-run``.
+    Raises a ``UserError`` summarising the problems when training would fail."""
+    _, splits, reports = load_data(cfg, count_all=True)
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.run_name()
+    report = {"data": reports, "run_dir": str(run_dir), "run_dir_exists": run_dir.exists()}
+    print(json.dumps(report, indent=1))
+    problems = [
+        f"{split}: {rep['rows'] - rep['kept']} invalid rows {rep['skipped']}"
+        for split, rep in reports.items()
+        if rep["skipped"] and not cfg.skip_invalid
+    ]
+    if problems:
+        raise UserError(f"dry run: {'; '.join(problems)} (fix them or pass --skip-invalid)")
+    if run_dir.exists() and any(run_dir.iterdir()) and not (cfg.resume or cfg.overwrite):
+        raise UserError(f"dry run: run directory {run_dir} exists (--resume or --overwrite)")
+    report["steps"] = steps_plan(cfg, len(splits["train"]), 1)[2]
+    return report
 
 
 def frozen_copy(model):
@@ -185,31 +264,28 @@ def _setup(cfg: TrainConfig) -> Session:
     obj, hp = objectives.get(cfg.objective), cfg.hparams()
     accelerator = _accelerator(cfg)
     set_seed(cfg.seed)
-    tokenizer, model, splits, reports = _load(cfg, accelerator)
+    tokenizer, splits, reports = load_data(cfg)
+    warn_data(reports, accelerator)
+    world = accelerator.num_processes
+    pairs_per_step, steps_per_epoch, total = steps_plan(cfg, len(splits["train"]), world)
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.run_name()
+    resuming = runs.claim(cfg, run_dir, accelerator)
+    model = models.load_model(
+        cfg.model, tokenizer, seed=cfg.seed, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir
+    )
     ref_mode = resolve_ref(cfg, obj)
     model, ref_model, fingerprint = _prepare_model(cfg, model, ref_mode)
-    world, n_train = accelerator.num_processes, len(splits["train"])
-    pairs_per_step = cfg.batch_size * cfg.grad_accum * world
-    steps_per_epoch = n_train // pairs_per_step
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"TrainConfig.batch_size: one step needs {pairs_per_step} pairs "
-            f"(batch_size × grad_accum × processes); {cfg.data} has {n_train}"
-        )
-    total = cfg.max_steps or cfg.epochs * steps_per_epoch
     policy = PolicyLogps(model, cfg.logps_chunk, cfg.logps_checkpoint_mb)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = get_scheduler(cfg.lr_scheduler, optimizer, cfg.warmup_steps, total)
     policy, optimizer = accelerator.prepare(policy, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     reference, ref_info = build_reference(
         cfg, ref_mode, accelerator, policy, ref_model, fingerprint, splits,
         tokenizer.pad_token_id,
     )  # fmt: skip
-    run_dir = Path(cfg.out_dir) / cfg.run_name()
     meta = {
-        "config": {**vars(cfg), "resolved_hparams": {**obj.defaults, **hp}},
+        "config": {**vars(cfg), "resolved_hparams": cfg.resolved_hparams()},
         "run_name": cfg.run_name(),
         "reference": ref_mode,
         **ref_info,
@@ -217,22 +293,28 @@ def _setup(cfg: TrainConfig) -> Session:
         "processes": world,
         "pairs_per_step": pairs_per_step,
         "total_steps": total,
-        "versions": {**versions(), **runs.lib_versions()},
+        "versions": versions("transformers", "accelerate", "peft", "tokenizers"),
         "git_sha": git_sha(),
     }
-    start = runs.start_run(cfg, run_dir, meta, accelerator)
+    start = runs.start_run(cfg, run_dir, meta, accelerator, scheduler, resuming)
     return Session(cfg, obj, hp, accelerator, tokenizer, policy, optimizer, scheduler, reference,
                    splits, steps_per_epoch, pairs_per_step, total, run_dir, start)  # fmt: skip
 
 
-def _micro_batches(ses: Session, step: int) -> list[dict]:
-    """This process's micro-batches of optimiser step ``step``: a pure function of the seed and
-    the step (so a resumed run sees the same data), split over processes and accumulation."""
-    cfg, acc = ses.cfg, ses.accelerator
+def _step_rows(ses: Session, step: int):
+    """The data rows of optimiser step ``step`` over all processes: a pure function of the seed
+    and the step (so a resumed run sees the same data)."""
     epoch, k = divmod(step, ses.steps_per_epoch)
-    gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
+    gen = torch.Generator().manual_seed(ses.cfg.seed * 1_000_003 + epoch)
     ids = torch.randperm(len(ses.splits["train"]), generator=gen)
-    ids = ids[k * ses.pairs_per_step : (k + 1) * ses.pairs_per_step]
+    return ids[k * ses.pairs_per_step : (k + 1) * ses.pairs_per_step]
+
+
+def _micro_batches(ses: Session, step: int) -> list[dict]:
+    """This process's micro-batches of optimiser step ``step``, split over processes and
+    accumulation."""
+    cfg, acc = ses.cfg, ses.accelerator
+    ids = _step_rows(ses, step)
     mine = ids.view(acc.num_processes, cfg.grad_accum, cfg.batch_size)[acc.process_index]
     pad_id = ses.tokenizer.pad_token_id
     out = [collate([ses.splits["train"][i] for i in mb.tolist()], pad_id) for mb in mine]
@@ -261,9 +343,15 @@ def _evaluate(ses: Session, step: int) -> dict:
 def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train as configured; returns the last metrics record (with eval keys) and ``run_dir``.
     ``on_step(step, record)`` is called after every step (e.g. to stop a run early)."""
+    if cfg.dry_run:
+        return dry_run(cfg)
     ses = _setup(cfg)
     acc, metrics_path = ses.accelerator, ses.run_dir / "metrics.jsonl"
     main = acc.is_main_process
+    if ses.start == runs.DONE:
+        if main:
+            print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
+        return {**runs.last_record(ses.run_dir), "run_dir": str(ses.run_dir)}
     if ses.start == 0 and cfg.eval_every:
         record = {"step": 0, "epoch": 0.0, **_evaluate(ses, 0)}
         if main:
@@ -273,18 +361,30 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
     record: dict = {}
     ses.policy.train()
     for step in range(ses.start, ses.total):
-        metrics = train_step(
-            acc, ses.policy, ses.reference, ses.optimizer, ses.scheduler,
-            _micro_batches(ses, step), ses.obj, ses.hp, ses.pairs_per_step, cfg.max_grad_norm,
-        )  # fmt: skip
         s = step + 1
+        try:
+            metrics = train_step(
+                acc, ses.policy, ses.reference, ses.optimizer, ses.scheduler,
+                _micro_batches(ses, step), ses.obj, ses.hp, ses.pairs_per_step, cfg.max_grad_norm,
+            )  # fmt: skip
+        except NonFiniteError as e:
+            bar.close()
+            rows = _step_rows(ses, step).tolist()
+            message = (
+                f"step {s}: {e} (batch: rows {rows} of {cfg.data}); the update was not applied "
+                f"and nothing was saved (last checkpoint: {runs.latest_step(ses.run_dir)}). "
+                "Lower --lr or check --hp"
+            )
+            if main:
+                runs.mark_failed(ses.run_dir, message)
+            raise NonFiniteError(f"{message} [{ses.run_dir}/FAILED]") from None
         record = {"step": s, "epoch": s / ses.steps_per_epoch, **metrics}
         if s == ses.total or (cfg.eval_every and s % cfg.eval_every == 0):
             record.update(_evaluate(ses, s))
         if main and (s % cfg.log_every == 0 or s == ses.total or "eval/loss" in record):
             runs.append(metrics_path, record)
         if cfg.save_every and s % cfg.save_every == 0 and s < ses.total:
-            runs.save_checkpoint(acc, ses.run_dir, s)
+            runs.save_checkpoint(acc, ses.run_dir, s, ses.scheduler, ses.policy)
         bar.update(1)
         bar.set_postfix(loss=f"{metrics['loss/train']:.4f}")
         if on_step is not None:
@@ -293,23 +393,36 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
     if cfg.save_final:
         runs.save_final(acc, ses.policy, ses.tokenizer, ses.run_dir / "final")
     acc.wait_for_everyone()
+    if main:
+        runs.mark_complete(ses.run_dir, record)
     return {**record, "run_dir": str(ses.run_dir)}
 
 
-def main() -> None:
+def cli(argv: list[str]) -> dict:
+    """Parse ``argv`` into a config and run it; prints the final eval metrics (main process)."""
     import tyro
 
-    cfg = tyro.cli(TrainConfig, description=__doc__)
+    with deferred_validation():  # our one-line errors, not tyro's box around them
+        cfg = tyro.cli(TrainConfig, args=argv, description=__doc__)
+    validate(cfg)
     result = run(cfg)
     from accelerate import PartialState
 
     state = PartialState()
-    if state.is_main_process:
+    if state.is_main_process and not cfg.dry_run:
         keys = [k for k in result if k.startswith("eval/") or k == "loss/train"]
         print(json.dumps({k: result[k] for k in keys} | {"run_dir": result["run_dir"]}, indent=1))
     if state.num_processes > 1:  # gloo may abort at interpreter exit after correct results
         state.wait_for_everyone()
         os._exit(0)
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The command line: user errors print one line and exit 2 (``--debug``: traceback)."""
+    code = cli_entry(cli, argv)
+    if code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,15 @@ error contract (one line and exit code 2 for a user error; a traceback only with
 Nothing here knows about bandits or language models.
 """
 
-from runio.errors import EXIT_NONFINITE, EXIT_USER, NonFiniteError, UserError, cli_entry
+from runio.errors import (
+    EXIT_NONFINITE,
+    EXIT_USER,
+    NonFiniteError,
+    UserError,
+    cli_entry,
+    deferred_validation,
+    validation_deferred,
+)
 from runio.files import append_jsonl, atomic_write, git_sha, read_jsonl, versions
 from runio.rundir import claim_run_dir, config_hash, is_complete, mark_complete
 
@@ -19,9 +27,11 @@ __all__ = [
     "claim_run_dir",
     "cli_entry",
     "config_hash",
+    "deferred_validation",
     "git_sha",
     "is_complete",
     "mark_complete",
     "read_jsonl",
+    "validation_deferred",
     "versions",
 ]

@@ -13,9 +13,11 @@ traceback.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 EXIT_USER = 2
 EXIT_NONFINITE = 3
@@ -27,6 +29,25 @@ class UserError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """A non-finite loss or gradient norm: the run was stopped before the update was saved."""
+
+
+_DEFERRED = contextvars.ContextVar("modeseek_validation_deferred", default=False)
+
+
+@contextlib.contextmanager
+def deferred_validation() -> Iterator[None]:
+    """Inside this block, configs skip validation in ``__post_init__`` (``validation_deferred``
+    tells them): a CLI parses with tyro, whose error box would wrap our one-line message, then
+    validates the parsed config itself."""
+    token = _DEFERRED.set(True)
+    try:
+        yield
+    finally:
+        _DEFERRED.reset(token)
+
+
+def validation_deferred() -> bool:
+    return _DEFERRED.get()
 
 
 def _one_line(exc: BaseException) -> str:

@@ -12,6 +12,7 @@ import pytest
 
 from llm import tiny
 from llm.data import DataError, collate, read_rows, tokenize_rows
+from runio import UserError
 
 ROWS = [
     {"prompt": "To be, or not to be", "chosen": "that is the question", "rejected": "question"},
@@ -134,7 +135,7 @@ def test_bad_files(tmp_path):
     (tmp_path / "x.jsonl").write_text(json.dumps(ROWS[0]) + "\n{not json\n")
     with pytest.raises(ValueError, match=r"x.jsonl: line 2: invalid JSON"):
         read_rows(str(tmp_path / "x.jsonl"))
-    with pytest.raises(FileNotFoundError, match=r"does not exist"):
+    with pytest.raises(UserError, match=r"does not exist"):
         read_rows(str(tmp_path / "missing.jsonl"))
     with pytest.raises(ValueError, match=r"unsupported format '.txt'"):
         (tmp_path / "x.txt").write_text("")
