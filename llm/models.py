@@ -104,7 +104,12 @@ def max_positions(model: str, gguf_file: str | None = None, cache_dir: str = "")
         return tiny.MAX_POSITIONS
     from transformers import AutoConfig
 
-    config = AutoConfig.from_pretrained(resolve_source(model, gguf_file, cache_dir))
+    try:
+        config = AutoConfig.from_pretrained(resolve_source(model, gguf_file, cache_dir))
+    except OSError as e:
+        raise UserError(
+            f"TrainConfig.model: cannot load the config of {model!r} ({_brief(e)})"
+        ) from None
     config = getattr(config, "text_config", None) or config
     for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
         value = getattr(config, name, None)

@@ -89,6 +89,7 @@ CASES = [
     ("name", ["--name", "a/b"], r"TrainConfig.name: must be a plain directory name"),
     ("max_len", ["--max-len", "5000"], r"max_len: 5000 exceeds the model's 1024 positions"),
     ("model_missing", ["--model", "./no/such/model"], r"local model directory .* does not exist"),
+    ("hub_offline", ["--model", "someorg/somemodel"], r"cannot load a tokenizer from 'someorg/"),
     ("model_no_config", ["--model", "@not_a_model"], r"has no config.json"),
     ("data_missing", ["--data", "@absent.jsonl"], r"data file .*absent.jsonl' does not exist"),
     ("non_utf8", ["--data", "@non_utf8.jsonl"], r"non_utf8.jsonl: line 2, column 13: byte 0xff"),
