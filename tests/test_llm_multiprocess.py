@@ -1,0 +1,150 @@
+"""Several processes: the README's ``accelerate launch --config_file
+configs/accelerate_cpu_2proc.yaml -m llm.train`` really starts 2 gloo processes on CPU and equals
+one process with the same global batch (slow); a launch that starts fewer processes than it asked
+for stops with a one-line error (fast, no processes started)."""
+
+import json
+import os
+import subprocess
+import sys
+from typing import ClassVar
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llm import distributed
+from llm.distributed import Requested, check_process_count, requested_processes
+from runio.errors import UserError
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA = os.path.join(REPO, "data", "shakespeare_prefs", "train.jsonl")
+CONFIG = os.path.join("configs", "accelerate_cpu_2proc.yaml")
+SIMPLE_LAUNCHER_ENV = {"ACCELERATE_USE_CPU": "True", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "1"}
+
+
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, None),
+        ({"ACCELERATE_USE_CPU": "False"}, None),  # a 1-process accelerate launch
+        ({"WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "2"}, (2, True, "WORLD_SIZE=2")),
+        ({"OMPI_COMM_WORLD_SIZE": "4"}, (4, True, "OMPI_COMM_WORLD_SIZE=4")),
+        (SIMPLE_LAUNCHER_ENV, (2, False, "MASTER_ADDR/MASTER_PORT set by accelerate launch")),
+        ({**SIMPLE_LAUNCHER_ENV, "WORLD_SIZE": "3"}, (3, True, "WORLD_SIZE=3")),
+    ],
+)
+def test_requested_processes_from_launcher_environment(env, expected):
+    assert requested_processes(env) == (expected and Requested(*expected))
+
+
+def test_fewer_processes_than_requested_is_a_one_line_user_error():
+    check_process_count(None, 1)
+    check_process_count(Requested(2, True, "WORLD_SIZE=2"), 2)
+    with pytest.raises(UserError, match=r"asked for 2 processes \(WORLD_SIZE=2\).* has 1:") as e:
+        check_process_count(Requested(2, True, "WORLD_SIZE=2"), 1)
+    assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match=r"at least 2 processes .* but 1 started: .*MULTI_CPU"):
+        check_process_count(requested_processes(SIMPLE_LAUNCHER_ENV), 1)
+
+
+class FakeAccelerator:
+    """Records its arguments; joins no process group (``num_processes`` is set by the test)."""
+
+    num_processes = 1
+    calls: ClassVar[list[dict]] = []
+
+    def __init__(self, **kw):
+        FakeAccelerator.calls.append(kw)
+
+
+@pytest.fixture
+def fake_accelerator(monkeypatch):
+    import accelerate
+
+    for var in (*distributed.WORLD_SIZE_VARS, "ACCELERATE_USE_CPU", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(accelerate, "Accelerator", FakeAccelerator)
+    monkeypatch.setattr(FakeAccelerator, "calls", [])
+    return FakeAccelerator
+
+
+def test_build_accelerator_checks_the_started_count(fake_accelerator, monkeypatch):
+    monkeypatch.setattr(distributed, "groupable_device", lambda: False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert isinstance(distributed.build_accelerator("auto"), FakeAccelerator)
+    assert fake_accelerator.calls[-1] == {"mixed_precision": "no", "cpu": False}  # 1 process
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(UserError, match=r"asked for 2 processes \(WORLD_SIZE=2\).* has 1:"):
+        distributed.build_accelerator("bf16")
+    # several processes and no CUDA: cpu=True, so they join one gloo group
+    assert fake_accelerator.calls[-1] == {"mixed_precision": "bf16", "cpu": True}
+    monkeypatch.setattr(fake_accelerator, "num_processes", 2)
+    distributed.build_accelerator("fp32")
+    monkeypatch.delenv("WORLD_SIZE")
+    for var, value in SIMPLE_LAUNCHER_ENV.items():
+        monkeypatch.setenv(var, value)
+    monkeypatch.setattr(fake_accelerator, "num_processes", 1)
+    with pytest.raises(UserError, match="simple launcher"):
+        distributed.build_accelerator("auto")
+
+
+def _launch_env() -> dict:
+    """This environment without launcher variables; CPU only, so GPU machines run the same."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "MASTER_"))}
+    for var in (*distributed.WORLD_SIZE_VARS, "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        env.pop(var, None)
+    return {**env, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+@pytest.mark.slow
+def test_readme_two_process_launch_matches_one_process(tmp_path):
+    """The documented command on CPU: 2 processes × 2 pairs equal 1 process × 4 pairs."""
+    lines = open(DATA, encoding="utf-8").read().splitlines()
+    data = tmp_path / "train.jsonl"
+    data.write_text("\n".join(lines[:16]) + "\n")
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    common = dict(max_len=140, max_prompt_len=110, lr=1e-2, warmup_steps=1, max_steps=3)
+    args = ["--model", "tiny-gpt2", "--data", str(data), "--eval-data", "None"]
+    for key, value in common.items():
+        args += ["--" + key.replace("_", "-"), str(value)]
+    args += [
+        "--gen-examples",
+        "0",
+        "--no-progress",
+        "--out-dir",
+        str(out),
+        "--cache-dir",
+        str(cache),
+    ]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CONFIG]
+    two = [*cmd, "-m", "llm.train", *args, "--batch-size", "2", "--name", "two"]
+    proc = subprocess.run(
+        two, cwd=REPO, env=_launch_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    meta = json.loads((out / "two" / "config.json").read_text())
+    assert meta["processes"] == 2 and meta["pairs_per_step"] == 4
+
+    one = [sys.executable, "-m", "llm.train", *args, "--batch-size", "4", "--name", "one"]
+    proc = subprocess.run(
+        one, cwd=REPO, env=_launch_env(), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "one" / "config.json").read_text())["processes"] == 1
+
+    def losses(name):
+        recs = [json.loads(x) for x in open(out / name / "metrics.jsonl")]
+        return [(r["step"], r["loss/train"]) for r in recs if "loss/train" in r]
+
+    two_losses, one_losses = losses("two"), losses("one")
+    assert [s for s, _ in two_losses] == [s for s, _ in one_losses] == [1, 2, 3]
+    for (_, a), (_, b) in zip(two_losses, one_losses):
+        assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+    a = load_file(out / "two" / "final" / "model.safetensors")
+    b = load_file(out / "one" / "final" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
