@@ -11,10 +11,16 @@ _LOG_HALF = -0.6931471805599453  # log(1/2): switch point between the two forms 
 def log1mexp(a: Tensor) -> Tensor:
     """log(1 - exp(a)) for a <= 0, stable everywhere (Maechler 2012).
 
-    ``a`` is clamped to ``-eps`` of its dtype first, so a log-probability that rounds to 0
-    (a probability of 1) gives a large negative but finite value and a finite gradient.
+    Values of ``a`` above ``-eps`` of its dtype (a log-probability that rounds to 0, a
+    probability of 1) are clamped to ``-eps``: the value there is large negative but finite.
+    The clamp is straight-through for the gradient: it is the gradient *at* ``-eps``,
+    -e^a/(1 - e^a) ≈ -1/eps, finite and of the true sign, not the 0 of a plain ``clamp`` (which
+    would switch off ASFT's and ORPO's push-down exactly where the closed form is largest,
+    λ P/(1 - P) → +∞ as P → 1). Below ``-eps`` value and gradient are the exact ones.
     """
-    a = a.clamp(max=-torch.finfo(a.dtype).eps)
+    eps = torch.finfo(a.dtype).eps
+    # value -eps and gradient 1 (so d/da = the derivative at -eps) where a >= -eps; a elsewhere
+    a = torch.where(a < -eps, a, a - (a + eps).detach())
     return torch.where(a > _LOG_HALF, torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from objectives._math import as_tensor_like, log_odds
-from objectives.pairwise import implicit_rewards
+from objectives.pairwise import implicit_rewards, kto_z0
 from objectives.sampled import advantages, rwr_weights, shaped_rewards
 
 
@@ -78,7 +78,7 @@ def d_kto(
     rho_l = implicit_rewards(rejected_logps, ref_rejected_logps).detach()
     z0 = as_tensor_like(kl_estimate, rho_w)
     if z0 is None:
-        z0 = torch.cat([rho_w, rho_l]).mean().clamp(min=0)
+        z0 = kto_z0(rho_w, rho_l)
     s_w = torch.sigmoid(beta * (rho_w - z0))
     s_l = torch.sigmoid(beta * (z0 - rho_l))
     return _pair(-lam_d * beta * s_w * (1 - s_w), lam_u * beta * s_l * (1 - s_l))

@@ -74,7 +74,7 @@ def tabular_logit_grad(
     """Closed-form ∂(mean loss)/∂z of objective ``name`` for π = softmax(z), shape (K,)."""
     obj = get(name)
     inputs = tabular_inputs(name, logits_K, ref_logps_K, old_logps_K, **arms_and_rewards)
-    partials = obj.partials(**inputs, **(hparams or {}))
+    partials = obj.partials(**inputs, **obj.validate_hparams(hparams or {}))
     n_examples = next(iter(partials.values())).shape[0]
     grad_K = torch.zeros_like(logits_K)
     for key, g in partials.items():
@@ -102,6 +102,7 @@ def prob_partials(
             raise ValueError(f"{name!r} needs reference probabilities ref_w and ref_l")
         inputs["ref_chosen_logps"] = torch.as_tensor(ref_w, dtype=x_w.dtype).log()
         inputs["ref_rejected_logps"] = torch.as_tensor(ref_l, dtype=x_w.dtype).log()
+    hparams = obj.validate_hparams(hparams)
     g = obj.partials(**{k: v for k, v in inputs.items() if k in obj.inputs}, **hparams)
     d_w = g["chosen_logps"] / x_w
     d_l = g.get("rejected_logps", torch.zeros_like(x_l)) / x_l

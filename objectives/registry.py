@@ -3,7 +3,7 @@
 Callers (the bandit loop, the LLM harness, the analysis) never test an objective's name: they
 read ``data`` to know what to build, ``inputs``/``optional_inputs`` to know which tensors to pass,
 ``needs_ref``/``needs_mean_logps`` to know how to compute them, and ``defaults`` for the
-hyperparameters.
+hyperparameters, ``hp_rules`` for their allowed ranges.
 """
 
 from __future__ import annotations
@@ -17,6 +17,17 @@ from torch import Tensor
 
 from objectives import closed_form as cf
 from objectives import pairwise, sampled
+from objectives.hparams import (
+    BOOL,
+    FINITE_OR_NONE,
+    NON_NEGATIVE,
+    OPEN_UNIT,
+    POSITIVE,
+    TENSOR_OR_NONE,
+    Rule,
+    choice,
+)
+from runio.errors import UserError
 
 DataKind = Literal["chosen", "pairs", "groups"]
 PAIR_INPUTS = ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
@@ -38,6 +49,9 @@ class Objective:
         needs_mean_logps: whether log-probs must be per-token means rather than sums.
         negative_gradient: whether the loss can push a response's likelihood down.
         paper: where the formula comes from.
+        hp_rules: the allowed range of each hyperparameter (``objectives.hparams.Rule``);
+            ``validate_hparams`` and ``parse_hparams`` enforce them, and the registry refuses an
+            entry whose rules do not cover exactly its hyperparameters.
         defaults: hyperparameters and their default values (read from ``fn``'s signature).
     """
 
@@ -51,47 +65,77 @@ class Objective:
     needs_mean_logps: bool = False
     negative_gradient: bool = True
     paper: str = ""
+    hp_rules: Mapping[str, Rule] = field(default_factory=dict)
     defaults: Mapping[str, object] = field(init=False)
 
     def __post_init__(self) -> None:
         params = inspect.signature(self.fn).parameters.values()
         hp = {p.name: p.default for p in params if p.kind is inspect.Parameter.KEYWORD_ONLY}
         object.__setattr__(self, "defaults", hp)
+        # the metadata must cover exactly the hyperparameters, and admit their defaults
+        if set(self.hp_rules) != set(hp):
+            raise TypeError(
+                f"objective {self.name!r}: hp_rules cover {sorted(self.hp_rules)} but the "
+                f"hyperparameters are {sorted(hp)}"
+            )
+        for key, default in hp.items():
+            if not self.hp_rules[key].accepts(default):
+                raise TypeError(
+                    f"objective {self.name!r}: default {key}={default!r} breaks its rule"
+                )
 
     def __call__(self, **kwargs) -> Tensor:
+        self._check_ranges({k: v for k, v in kwargs.items() if k in self.defaults})
         return self.fn(**kwargs)
 
-    def check_hparams(self, hparams: Mapping[str, object]) -> None:
-        """Raise a ValueError naming any hyperparameter this objective does not take."""
-        unknown = sorted(set(hparams) - set(self.defaults))
+    def _check_names(self, names) -> None:
+        unknown = sorted(set(names) - set(self.defaults))
         if unknown:
-            raise ValueError(
+            raise UserError(
                 f"objective {self.name!r} has no hyperparameter(s) {unknown}; "
                 f"it takes {sorted(self.defaults)}"
             )
 
+    def _check_ranges(self, hparams: Mapping[str, object]) -> None:
+        for key, value in hparams.items():
+            rule = self.hp_rules[key]
+            if not rule.accepts(value):
+                raise UserError(
+                    f"objective {self.name!r}: {key} must be {rule.describe()}, got {value!r}"
+                )
+
+    def validate_hparams(self, hparams: Mapping[str, object]) -> dict[str, object]:
+        """Check hyperparameters given as Python values (a config's, or a caller's keywords)
+        against this objective's names and ``hp_rules``; returns them as a dict.
+
+        Raises ``runio.UserError`` with one line naming the objective, the hyperparameter, the
+        bad value and what is accepted, e.g. ``objective 'dpo': beta must be positive and
+        finite, got nan``.
+        """
+        self._check_names(hparams)
+        self._check_ranges(hparams)
+        return dict(hparams)
+
+    def check_hparams(self, hparams: Mapping[str, object]) -> None:
+        """``validate_hparams`` without the return value (raises ``runio.UserError``)."""
+        self.validate_hparams(hparams)
+
     def parse_hparams(self, pairs: tuple[str, ...] | list[str]) -> dict[str, object]:
-        """``key=value`` strings (a CLI's ``--hp beta=0.1 pushdown=mean``) → typed values, the
-        type taken from each hyperparameter's default; errors name the bad item."""
+        """``key=value`` strings (a CLI's ``--hp beta=0.1 pushdown=mean``) → typed values, read
+        and range-checked by each hyperparameter's rule; a ``runio.UserError`` names the bad
+        item."""
         out: dict[str, object] = {}
         for item in pairs:
-            key, sep, raw = item.partition("=")
+            key, sep, raw = str(item).partition("=")
+            key = key.strip()
             if not sep:
-                raise ValueError(f"hp: expected key=value, got {item!r}")
-            self.check_hparams({key: None})
-            default = self.defaults[key]
-            if isinstance(default, bool):
-                if raw.lower() not in ("true", "false", "1", "0"):
-                    raise ValueError(f"hp: {key} must be true or false, got {raw!r}")
-                out[key] = raw.lower() in ("true", "1")
-            elif isinstance(default, (int, float)) or default is None:
-                try:
-                    out[key] = float(raw)
-                except ValueError:
-                    raise ValueError(f"hp: {key} must be a number, got {raw!r}") from None
-            else:
-                out[key] = raw
-        return out
+                raise UserError(f"objective {self.name!r}: hp: expected key=value, got {item!r}")
+            self._check_names([key])
+            try:
+                out[key] = self.hp_rules[key].parse(raw)
+            except ValueError as e:
+                raise UserError(f"objective {self.name!r}: {key} {e}, got {raw!r}") from None
+        return self.validate_hparams(out)
 
 
 def _entry(name, fn, partials, data, **meta) -> tuple[str, Objective]:
@@ -128,6 +172,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             sampled.bon_pushdown,
             cf.d_bon_pushdown,
             "groups",
+            hp_rules={"beta": NON_NEGATIVE, "pushdown": choice("worst", "mean")},
             paper="best-of-N with push-down of the worse samples (Tajwar et al. 2024)",
         ),
         _entry(
@@ -135,6 +180,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             sampled.rwr,
             cf.d_rwr,
             "groups",
+            hp_rules={"beta": POSITIVE, "w_max": POSITIVE, "normalize": BOOL},
             negative_gradient=False,
             paper="reward-weighted regression (Peters & Schaal 2007)",
         ),
@@ -143,6 +189,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             sampled.reinforce,
             cf.d_reinforce,
             "groups",
+            hp_rules={"kl_coef": NON_NEGATIVE, "ent_coef": NON_NEGATIVE},
             optional_inputs=_RL_OPTIONAL,
             paper="REINFORCE (Williams 1992)",
         ),
@@ -151,6 +198,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             sampled.ppo,
             cf.d_ppo,
             "groups",
+            hp_rules={"clip_eps": OPEN_UNIT, "kl_coef": NON_NEGATIVE, "token_mask": TENSOR_OR_NONE},
             inputs=("logps", "rewards", "old_logps"),
             optional_inputs=_RL_OPTIONAL,
             paper="PPO-clip (Schulman et al. 2017)",
@@ -160,17 +208,25 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.dpo,
             cf.d_dpo,
             "pairs",
+            hp_rules={"beta": POSITIVE},
             needs_ref=True,
             paper="DPO (Rafailov et al. 2023)",
         ),
         _entry(
-            "ipo", pairwise.ipo, cf.d_ipo, "pairs", needs_ref=True, paper="IPO (Azar et al. 2023)"
+            "ipo",
+            pairwise.ipo,
+            cf.d_ipo,
+            "pairs",
+            hp_rules={"tau": POSITIVE},
+            needs_ref=True,
+            paper="IPO (Azar et al. 2023)",
         ),
         _entry(
             "slic",
             pairwise.slic,
             cf.d_slic,
             "pairs",
+            hp_rules={"delta": NON_NEGATIVE, "lam": NON_NEGATIVE},
             inputs=_REF_FREE_PAIR,
             paper="SLiC-HF (Zhao et al. 2023)",
         ),
@@ -179,6 +235,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.orpo,
             cf.d_orpo,
             "pairs",
+            hp_rules={"lam": NON_NEGATIVE},
             inputs=_REF_FREE_PAIR,
             needs_mean_logps=True,
             paper="ORPO (Hong et al. 2024)",
@@ -188,6 +245,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.simpo,
             cf.d_simpo,
             "pairs",
+            hp_rules={"beta": POSITIVE, "gamma": NON_NEGATIVE},
             inputs=_REF_FREE_PAIR,
             needs_mean_logps=True,
             paper="SimPO (Meng et al. 2024)",
@@ -197,6 +255,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.asft,
             cf.d_asft,
             "pairs",
+            hp_rules={"lam": NON_NEGATIVE},
             inputs=_REF_FREE_PAIR,
             needs_mean_logps=True,
             paper="ASFT (Wang et al. 2024)",
@@ -206,6 +265,12 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.kto,
             cf.d_kto,
             "pairs",
+            hp_rules={
+                "beta": POSITIVE,
+                "lam_d": NON_NEGATIVE,
+                "lam_u": NON_NEGATIVE,
+                "kl_estimate": FINITE_OR_NONE,
+            },
             needs_ref=True,
             paper="KTO (Ethayarajh et al. 2024), paired",
         ),
@@ -218,4 +283,4 @@ def get(name: str) -> Objective:
     try:
         return OBJECTIVES[name]
     except KeyError:
-        raise ValueError(f"unknown objective {name!r}; choose from {sorted(OBJECTIVES)}") from None
+        raise UserError(f"unknown objective {name!r}; choose from {sorted(OBJECTIVES)}") from None

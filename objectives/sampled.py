@@ -4,6 +4,18 @@ Inputs have shape (P, N) (``logps``: log π_θ(y|x) of each sample; ``rewards``:
 and every function returns the per-prompt loss of shape (P,): the mean over that prompt's N
 samples of a per-sample loss, so that the mean over prompts is the mean over all B = P·N
 samples. Rewards, advantages, reference and old (data-collecting) log-probs are detached inside.
+Leading axes are carried through: the bandit passes (S, P, N) with a seed axis and gets (S, P).
+
+Inputs are checked: ``logps``, ``rewards``, ``old_logps`` and ``ref_logps`` must have exactly the
+same shape (PPO's per-token form: ``rewards`` is the sequence shape, the rest (…, T)); a
+``baseline`` must broadcast to the per-prompt shape ``rewards.shape[:-1] + (1,)``; no
+log-probability may be positive beyond rounding. Each is a ValueError naming the function and
+the argument.
+
+Coupling between rows: the samples of one prompt are coupled by design (the group z-score of
+``advantages``, RWR's per-prompt weight normalisation, best/worst selection), so a NaN reward or
+log-prob makes that prompt's loss NaN. Prompts never share anything, so the other prompts'
+losses are unaffected; the training loops detect the non-finite loss.
 """
 
 from __future__ import annotations
@@ -13,7 +25,15 @@ import math
 import torch
 from torch import Tensor
 
+from objectives._checks import baseline_per_prompt, expect_shape, logps_not_positive, same_shape
 from objectives._math import as_tensor_like, group_zscore
+
+
+def _check_groups(fn: str, logps, rewards, old_logps=None, ref_logps=None, baseline=None) -> None:
+    """Exactly equal shapes, a per-prompt baseline, no positive log-probs (ValueError)."""
+    same_shape(fn, logps=logps, rewards=rewards, old_logps=old_logps, ref_logps=ref_logps)
+    baseline_per_prompt(fn, baseline, rewards)
+    logps_not_positive(fn, logps=logps, old_logps=old_logps, ref_logps=ref_logps)
 
 
 def shaped_rewards(
@@ -48,6 +68,7 @@ def advantages(rewards: Tensor, baseline: Tensor | float | None = None) -> Tenso
 
 def bon(logps: Tensor, rewards: Tensor, **_: object) -> Tensor:
     """Filtered BC / best-of-N: -ℓ of the highest-reward sample of each prompt (first on ties)."""
+    _check_groups("bon", logps, rewards)
     best = rewards.detach().argmax(dim=-1, keepdim=True)
     return -logps.gather(-1, best).squeeze(-1)
 
@@ -61,6 +82,7 @@ def bon_pushdown(
     samples whose reward is below the best (zero when every sample ties). β is not stated in
     paper A's text available to us; 0.5 is our default.
     """
+    _check_groups("bon_pushdown", logps, rewards)
     r = rewards.detach()
     pull = bon(logps, r)
     if pushdown == "worst":
@@ -97,6 +119,7 @@ def rwr(
 
     β is not stated for paper A's bandit in the text available to us; 0.1 is our default.
     """
+    _check_groups("rwr", logps, rewards)
     w = rwr_weights(rewards, beta=beta, w_max=w_max, normalize=normalize)
     return -(w * logps).mean(-1)
 
@@ -112,6 +135,7 @@ def reinforce(
     **_: object,
 ) -> Tensor:
     """REINFORCE (Williams 1992): mean over samples of -Â·ℓ (push-down where Â < 0)."""
+    _check_groups("reinforce", logps, rewards, ref_logps=ref_logps, baseline=baseline)
     r = shaped_rewards(rewards, logps, ref_logps, kl_coef=kl_coef, ent_coef=ent_coef)
     return -(advantages(r, baseline) * logps).mean(-1)
 
@@ -134,6 +158,15 @@ def ppo(
     ``token_mask`` (P, N, T), the sequence's loss then being the masked mean over its tokens. No
     value function: Â comes from the (KL-shaped) sequence reward as in ``advantages``.
     """
+    if token_mask is None:
+        _check_groups("ppo", logps, rewards, old_logps, ref_logps, baseline)
+    else:
+        same_shape(
+            "ppo", logps=logps, old_logps=old_logps, ref_logps=ref_logps, token_mask=token_mask
+        )
+        expect_shape("ppo", "rewards", rewards, logps.shape[:-1], "per sequence: logps without T")
+        baseline_per_prompt("ppo", baseline, rewards)
+        logps_not_positive("ppo", logps=logps, old_logps=old_logps, ref_logps=ref_logps)
     old = old_logps.detach()
     seq_old = old if token_mask is None else (old * token_mask).sum(-1)
     seq_ref = (

@@ -86,20 +86,22 @@ def test_asft():
 
 def test_kto():
     # z0 = 0, β = 1: ρ = (0, 0) -> ½ + ½ = 1;  ρ = (log 3, -log 3) -> ¼ + ¼ = ½
+    # (ρ_w = -1 - (-1 - log 3) = log 3, ρ_l = (-2 - log 3) - (-2) = -log 3)
     close(
         pair(
             "kto",
-            [0.0, math.log(3)],
-            [0.0, -math.log(3)],
-            [0.0, 0.0],
-            [0.0, 0.0],
+            [-1.0, -1.0],
+            [-2.0, -2.0 - math.log(3)],
+            [-1.0, -1.0 - math.log(3)],
+            [-2.0, -2.0],
             beta=1.0,
             kl_estimate=0.0,
         ),
         [1.0, 0.5],
     )
     # batch estimate: ρ = (2, 0) -> z0 = max(0, mean(2, 0)) = 1 -> 2(1 - σ(1)) = 2/(1 + e)
-    close(pair("kto", [2.0], [0.0], [0.0], [0.0], beta=1.0), [2 / (1 + math.e)])
+    # (ρ_w = -1 - (-3) = 2, ρ_l = -2 - (-2) = 0; log-probs must be <= 0)
+    close(pair("kto", [-1.0], [-2.0], [-3.0], [-2.0], beta=1.0), [2 / (1 + math.e)])
 
 
 def test_bon():

@@ -8,24 +8,34 @@
     python -m toy.gradients kl
     python -m toy.gradients steps --seeds 0 1 2
 
-Each prints a table; ``--out FILE.csv`` also writes it (the figures read these tables).
+Each prints a table; ``--out FILE.csv`` also writes it (atomically; the figures read these
+tables). Bad input (a point off the probability simplex, an unknown objective, a bad ``--hp``,
+an arm outside the bandit, ...) is reported as one ``error: ...`` line with exit code 2 before
+anything is computed; ``--debug`` shows the traceback instead.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 import torch
 
+import objectives
+from runio import UserError, atomic_write, cli_entry
 from toy import displacement, kl_modes, mass, prob_space
-from toy.bandit import reference_probs
+from toy.bandit import N_ARMS, reference_probs
 from toy.config import parse_hparams, preset
 from toy.policy import MLPPolicy, TabularPolicy
 
 # bandit hyperparameters that differ from the registry defaults (paper A's IPO margin of 10)
 BANDIT_HP: dict[str, tuple[str, ...]] = {"ipo": ("tau=0.05",)}
+# the objectives ``mass`` compares when none is named
+MASS_DEFAULT = ("sft", "dpo", "ipo", "simpo", "asft", "orpo", "slic")
 
 
 def steps_to_mass(
@@ -33,24 +43,31 @@ def steps_to_mass(
     thresholds: Sequence[float] = (0.5, 0.9),
     reward: str = "R1",
     seeds: tuple[int, ...] = (0, 1, 2),
+    hp: Sequence[str] = (),
     **overrides,
 ) -> pd.DataFrame:
     """Gradient steps until the policy puts each threshold of mass on the optimal arm
     (on-policy, 10 prompts × 10 samples, 1,500 steps): the mean over the seeds that get there,
-    and how many do (NaN when none)."""
+    and how many do (NaN when none). ``hp`` (``key=value``) is added to each objective's bandit
+    hyperparameters (``BANDIT_HP``), overriding them. Every config is built, and so checked,
+    before the first run starts."""
     from toy.train import run
 
-    rows = []
+    configs = []
     for name in names:
         cfg = preset(
             "onpolicy_bon",
             objective=name,
-            hp=BANDIT_HP.get(name, ()),
+            hp=(*BANDIT_HP.get(name, ()), *hp),
             reward=reward,
             seeds=seeds,
             out_dir="",
             progress=False,
         ).replace(**overrides)
+        cfg.hparams()  # parses and range-checks hp now, not after the previous runs
+        configs.append(cfg)
+    rows = []
+    for name, cfg in zip(names, configs):
         m = run(cfg).metrics
         row = {"objective": name}
         for th in thresholds:
@@ -78,10 +95,11 @@ def _mass_table(args) -> pd.DataFrame:
     ref = reference_probs(dtype=torch.float32).log()
     chosen, rejected = torch.tensor(args.chosen), torch.tensor(args.rejected)
     rows = []
-    for name in args.objective or ["sft", "dpo", "ipo", "simpo", "asft", "orpo", "slic"]:
+    for name in args.objective or MASS_DEFAULT:
         hp = parse_hparams(name, tuple(args.hp) if args.objective else BANDIT_HP.get(name, ()))
+        pairs = objectives.get(name).data == "pairs"
         acc = mass.one_step_mass(
-            name, theta, logp_fn, ref, args.lr, chosen, None if name == "sft" else rejected, hp
+            name, theta, logp_fn, ref, args.lr, chosen, rejected if pairs else None, hp
         )
         top = acc.delta_p.topk(3).indices.tolist()
         rows.append(
@@ -112,9 +130,11 @@ def _lemma_table(args) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m toy.gradients",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="command", required=True)
     point = sub.add_parser("point", help="partials and push-down ratio at one (x_w, x_l)")
@@ -144,18 +164,102 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     for p in sub.choices.values():
         p.add_argument("--hp", nargs="*", default=[], help="objective hyperparameters k=v")
         p.add_argument("--out", default=None, help="also write the table to this CSV file")
-    args = parser.parse_args(argv)
+        p.add_argument("--debug", action="store_true", help="tracebacks for input errors")
+    return parser
+
+
+def _check_simplex(names: str, a: float, b: float) -> None:
+    """Both probabilities in (0, 1) and their sum at most 1 (the feasible triangle)."""
+    if not (0 < a < 1 and 0 < b < 1 and a + b <= 1 + 1e-12):
+        raise UserError(
+            f"{names} must be probabilities in (0, 1) with a sum of at most 1 "
+            f"(the probability simplex), got {a:g} and {b:g}"
+        )
+
+
+def _check_objectives(args, kinds: tuple[str, ...]) -> None:
+    """Known objectives (``objectives.get`` names the valid ones) of a data kind the command
+    handles, and ``--hp`` that parses and lies in range for each."""
+    names = args.objective if isinstance(args.objective, list) else [args.objective]
+    for name in names:
+        obj = objectives.get(name)
+        if obj.data not in kinds:
+            raise UserError(
+                f"{args.command}: objective {name!r} consumes {obj.data!r} data; "
+                f"this command takes objectives on {' or '.join(repr(k) for k in kinds)}"
+            )
+        parse_hparams(name, tuple(args.hp))
+
+
+def _check_lr(lr: float) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr must be positive and finite, got {lr:g}")
+
+
+def check_args(args) -> None:
+    """Raise ``runio.UserError`` (one line) for any bad input, before anything is computed."""
+    cmd = args.command
+    if args.out is not None:
+        out = Path(args.out)
+        if out.is_dir():
+            raise UserError(f"--out {args.out}: is a directory; give a CSV file name")
+        if not out.resolve().parent.is_dir():
+            raise UserError(f"--out {args.out}: directory {out.parent} does not exist")
+    if args.hp and cmd in ("lemma", "displacement", "kl"):
+        raise UserError(f"{cmd}: --hp is not used by this command")
+    if args.hp and cmd in ("mass", "steps") and not args.objective:
+        raise UserError(f"{cmd}: --hp needs --objective (which objective's hyperparameters?)")
+    if cmd in ("point", "field"):
+        if cmd == "point":
+            _check_simplex("--x-w and --x-l", args.x_w, args.x_l)
+        elif args.grid < 2:
+            raise UserError(f"field: --grid must be at least 2, got {args.grid}")
+        _check_simplex("--ref-w and --ref-l", args.ref_w, args.ref_l)
+        _check_objectives(args, ("pairs", "chosen"))
+    elif cmd == "mass":
+        for flag, arms in (("--chosen", args.chosen), ("--rejected", args.rejected)):
+            bad = [a for a in arms if not 0 <= a < N_ARMS]
+            if bad:
+                raise UserError(f"mass: {flag} arms must be in [0, {N_ARMS}), got {bad}")
+        if len(args.chosen) != len(args.rejected):
+            raise UserError(
+                f"mass: --chosen and --rejected must pair up, got {len(args.chosen)} and "
+                f"{len(args.rejected)} arms"
+            )
+        _check_lr(args.lr)
+        if args.objective:
+            _check_objectives(args, ("pairs", "chosen"))
+    elif cmd == "lemma":
+        _check_lr(args.lr)
+        if not (math.isfinite(args.c2) and args.c2 >= 0):
+            raise UserError(f"lemma: --c2 must be non-negative and finite, got {args.c2:g}")
+    elif cmd == "steps":
+        bad = [s for s in args.seeds if s < 0]
+        if bad:
+            raise UserError(f"steps: --seeds must be non-negative integers, got {bad}")
+        if args.objective:
+            _check_objectives(args, ("pairs", "chosen", "groups"))
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    """Parse ``argv``, check it, compute and print the table (and write ``--out``); returns the
+    table. Bad input raises ``runio.UserError``; ``cli`` turns that into one line and exit 2."""
+    args = _parser().parse_args(argv)
+    check_args(args)
     table = _dispatch(args)
     with pd.option_context("display.width", 200, "display.max_columns", 40):
         print(table.to_string(index=False))
     if args.out:
-        table.to_csv(args.out, index=False)
+        atomic_write(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 
-def _dispatch(args) -> pd.DataFrame:
-    from objectives import OBJECTIVES
+def cli(argv: list[str] | None = None) -> int:
+    """The command line's exit code under the error contract (``runio.cli_entry``)."""
+    return cli_entry(main, argv)
 
+
+def _dispatch(args) -> pd.DataFrame:
     if args.command in ("point", "field"):
         hp = parse_hparams(args.objective, tuple(args.hp))
         if args.command == "point":
@@ -174,9 +278,12 @@ def _dispatch(args) -> pd.DataFrame:
     if args.command == "kl":
         return kl_modes.annotation_table()
     return steps_to_mass(
-        args.objective or sorted(OBJECTIVES), reward=args.reward, seeds=tuple(args.seeds)
+        args.objective or sorted(objectives.OBJECTIVES),
+        reward=args.reward,
+        seeds=tuple(args.seeds),
+        hp=tuple(args.hp),
     )
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli())
