@@ -3,30 +3,29 @@
 A second ``make figures`` loads every run from disk; a changed config (any field, or a
 hyperparameter) hashes differently and reruns. Figures always read the files, never the
 in-memory results, so a fresh run and a cached one draw identical pictures.
+
+Only a complete run (``runio.is_complete``: its COMPLETE marker is written after its outputs) is
+trusted; a cache directory left by a killed run is rerun in place (``overwrite``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from toy import runio
+from runio import config_hash, is_complete
 from toy.config import BanditConfig
+from toy.runio import load_run, result_config
 
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "cache"
-_IGNORED = {"name", "out_dir", "progress"}  # fields that do not change the results
 
 
 def config_key(cfg: BanditConfig) -> str:
-    resolved = {
-        k: v for k, v in runio.resolved_config(cfg).items() if k not in _IGNORED | {"run_name"}
-    }
-    text = json.dumps(resolved, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    """16 hex digits of the fields that change results (same keys as before run names had a
+    hash: ``result_config`` leaves out name, out_dir, progress, resume, overwrite)."""
+    return config_hash(result_config(cfg), n=16)
 
 
 def cached_run(
@@ -36,13 +35,11 @@ def cached_run(
     ``label`` (e.g. the objective) is added as a column for plotting."""
     key = config_key(cfg)
     run_dir = RUNS / key
-    if not ((run_dir / "metrics.jsonl").exists() and (run_dir / "dist.npz").exists()):
+    if not is_complete(run_dir):
         from toy.train import run
 
-        run(cfg.replace(out_dir=str(RUNS), name=key, progress=False))
-    metrics = runio.load_metrics(run_dir)
-    with np.load(run_dir / "dist.npz") as z:
-        steps, dist = z["steps"], z["dist"]
+        run(cfg.replace(out_dir=str(RUNS), name=key, progress=False, resume=False, overwrite=True))
+    metrics, steps, dist = load_run(run_dir)
     if label is not None:
         metrics.insert(0, "label", label)
     return metrics, steps, dist

@@ -147,7 +147,8 @@ def test_cli_runs_a_preset(tmp_path, capsys):
     )
     out = capsys.readouterr().out
     assert "expected reward after 3 steps" in out
-    assert (tmp_path / "bon_offline_R2_P5_s0-1" / "metrics.jsonl").exists()
+    (run_dir,) = tmp_path.glob("bon_offline_R2_P5_s0-1_*")  # the name ends in a config hash
+    assert (run_dir / "metrics.jsonl").exists() and (run_dir / "COMPLETE").exists()
 
 
 @pytest.fixture(scope="module")

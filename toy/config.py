@@ -1,12 +1,20 @@
-"""The bandit run's typed configuration, its validation, and the shipped presets."""
+"""The bandit run's typed configuration, its validation, and the shipped presets.
+
+Every invalid value raises ``runio.UserError`` naming the field (``BanditConfig.lr: must be
+positive and finite, got inf``) when the config is built, before any directory is created or
+any training starts. The objective's hyperparameter ranges are the registry's
+(``Objective.parse_hparams``), reached through ``BanditConfig.hparams``.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import objectives
+from runio import UserError, validation_deferred
 from toy.bandit import REWARDS
 
 
@@ -71,9 +79,20 @@ class BanditConfig:
     """Where runs/<name>/ is written; empty string to write nothing."""
     progress: bool = True
     """Show a progress bar for runs longer than a few seconds."""
+    resume: bool = False
+    """Resume the run already in out_dir/name. A complete run (its COMPLETE marker written, after
+    metrics.jsonl and dist.npz) is loaded and returned without training. An incomplete one (a
+    killed run: config.json without COMPLETE) must have the same config (else an error naming
+    the differing fields) and is rerun from scratch: bandit runs take seconds and are fully
+    deterministic, so the rerun gives exactly the outputs the uninterrupted run would have. A
+    missing run directory is simply started."""
+    overwrite: bool = False
+    """Delete an existing run in out_dir/name and start afresh. Without --resume or --overwrite
+    an existing non-empty run directory is an error (a run is never silently replaced)."""
 
     def __post_init__(self) -> None:
-        validate(self)
+        if not validation_deferred():
+            validate(self)
 
     @property
     def total_steps(self) -> int:
@@ -84,11 +103,18 @@ class BanditConfig:
         return parse_hparams(self.objective, self.hp)
 
     def run_name(self) -> str:
+        """``name``, or a readable name plus a short hash of every field that changes the
+        results (``toy.runio.result_config``): two configs differing in anything (lr, steps, a
+        hyperparameter) never share an automatic name."""
         if self.name:
             return self.name
+        from runio import config_hash
+        from toy.runio import result_config
+
         seeds = f"s{self.seeds[0]}-{self.seeds[-1]}" if len(self.seeds) > 1 else f"s{self.seeds[0]}"
         hp = "".join(f"_{h.replace('=', '')}" for h in self.hp)
-        return f"{self.objective}{hp}_{self.mode}_{self.reward}_P{self.prompts_per_round}_{seeds}"
+        readable = f"{self.objective}{hp}_{self.mode}_{self.reward}_P{self.prompts_per_round}"
+        return f"{readable}_{seeds}_{config_hash(result_config(self))}"
 
     def replace(self, **changes) -> BanditConfig:
         return dataclasses.replace(self, **changes)
@@ -101,53 +127,105 @@ def parse_hparams(objective: str, pairs: tuple[str, ...]) -> dict[str, object]:
 
 def _require(ok: bool, field_name: str, message: str) -> None:
     if not ok:
-        raise ValueError(f"BanditConfig.{field_name}: {message}")
+        raise UserError(f"BanditConfig.{field_name}: {message}")
+
+
+_FLOATS = ("lr", "init_lr", "offline_fraction", "pair_threshold", "kl_penalty", "baseline_decay")
+_SIZES = (
+    "prompts_per_round",
+    "rounds",
+    "steps_per_round",
+    "n_train_contexts",
+    "init_contexts",
+    "n_eval_contexts",
+    "dist_every",
+)
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
 def validate(c: BanditConfig) -> None:
-    """Raise a ValueError naming the first invalid field."""
+    """Raise a ``runio.UserError`` naming the first invalid field."""
     _require(
         c.objective in objectives.OBJECTIVES,
         "objective",
         f"unknown {c.objective!r}; choose from {sorted(objectives.OBJECTIVES)}",
     )
-    c.hparams()
+    try:
+        c.hparams()  # the registry's names, types and ranges
+    except ValueError as e:
+        raise UserError(f"BanditConfig.hp: {e}") from None
+    for name in _FLOATS:
+        value = getattr(c, name)
+        finite = _is_number(value) and math.isfinite(value)
+        if name in ("lr", "init_lr"):
+            _require(finite and value > 0, name, f"must be positive and finite, got {value!r}")
+        _require(finite, name, f"must be finite, got {value!r}")
     _require(
         c.reward_vector is not None or c.reward in REWARDS,
         "reward",
         f"unknown {c.reward!r}; choose from {sorted(REWARDS)} or set reward_vector",
     )
+    if c.reward_vector is not None:
+        _require(
+            len(c.reward_vector) == c.n_arms,
+            "reward_vector",
+            f"needs {c.n_arms} values (n_arms), got {len(c.reward_vector)}",
+        )
+        bad = [x for x in c.reward_vector if not (_is_number(x) and math.isfinite(x))]
+        _require(not bad, "reward_vector", f"every value must be finite, got {bad[:1]}")
+    for name in (*_SIZES, "samples_per_prompt", "n_arms", "init_steps"):
+        value = getattr(c, name)
+        _require(
+            isinstance(value, int) and not isinstance(value, bool),
+            name,
+            f"must be an integer, got {value!r}",
+        )
+    for name in _SIZES:
+        _require(getattr(c, name) >= 1, name, f"must be at least 1, got {getattr(c, name)}")
     _require(
-        c.reward_vector is None or len(c.reward_vector) == c.n_arms,
-        "reward_vector",
-        f"needs {c.n_arms} values",
+        c.samples_per_prompt >= 2,
+        "samples_per_prompt",
+        f"must be at least 2, got {c.samples_per_prompt}",
     )
-    for name in (
-        "prompts_per_round",
-        "rounds",
-        "steps_per_round",
-        "n_train_contexts",
-        "n_eval_contexts",
-        "dist_every",
-    ):
-        _require(getattr(c, name) >= 1, name, "must be at least 1")
-    _require(c.samples_per_prompt >= 2, "samples_per_prompt", "must be at least 2")
-    _require(c.n_arms >= 2, "n_arms", "must be at least 2")
-    _require(c.init_steps >= 0, "init_steps", "must be non-negative")
-    _require(c.lr > 0 and c.init_lr > 0, "lr", "learning rates must be positive")
-    _require(0.0 <= c.offline_fraction <= 1.0, "offline_fraction", "must be in [0, 1]")
-    _require(c.pair_threshold >= 0, "pair_threshold", "must be non-negative")
-    _require(c.kl_penalty >= 0, "kl_penalty", "must be non-negative")
-    _require(0.0 <= c.baseline_decay < 1.0, "baseline_decay", "must be in [0, 1)")
+    _require(c.n_arms >= 2, "n_arms", f"must be at least 2, got {c.n_arms}")
+    _require(c.init_steps >= 0, "init_steps", f"must be non-negative, got {c.init_steps}")
+    _require(
+        0.0 <= c.offline_fraction <= 1.0,
+        "offline_fraction",
+        f"must be in [0, 1], got {c.offline_fraction}",
+    )
+    _require(
+        c.pair_threshold >= 0, "pair_threshold", f"must be non-negative, got {c.pair_threshold}"
+    )
+    _require(c.kl_penalty >= 0, "kl_penalty", f"must be non-negative, got {c.kl_penalty}")
+    _require(
+        0.0 <= c.baseline_decay < 1.0,
+        "baseline_decay",
+        f"must be in [0, 1), got {c.baseline_decay}",
+    )
     _require(
         len(c.seeds) >= 1 and len(set(c.seeds)) == len(c.seeds),
         "seeds",
         "needs at least one seed, without repeats",
     )
+    bad_seeds = [
+        s for s in c.seeds if not (isinstance(s, int) and not isinstance(s, bool) and s >= 0)
+    ]
+    _require(
+        not bad_seeds and max(c.seeds) < 2**63,
+        "seeds",
+        f"must be integers in [0, 2**63), got {(bad_seeds or [max(c.seeds)])[0]!r}",
+    )
     _require(
         c.policy != "mlp" or c.n_arms == 100,
         "n_arms",
         "the MLP policy has 100 outputs; use policy=tabular for other K",
+    )
+    _require(
+        not (c.resume and c.overwrite), "resume", "--resume and --overwrite exclude each other"
     )
 
 
@@ -190,5 +268,5 @@ queries and 1,500 gradient steps."""
 
 def preset(name: str, **overrides) -> BanditConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
+        raise UserError(f"unknown preset {name!r}; choose from {sorted(PRESETS)}")
     return PRESETS[name].replace(**overrides)

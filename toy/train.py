@@ -4,7 +4,25 @@
     python -m toy.train --help
 
 From Python: ``result = toy.train.run(BanditConfig(...))`` or ``run(preset("offline_ipo"))``.
-Writes ``runs/<name>/config.json`` (before training), ``metrics.jsonl`` and ``dist.npz``.
+
+Outputs go to ``<out_dir>/<name>/`` (see ``toy.runio``): ``config.json`` before training, then
+``metrics.jsonl`` and ``dist.npz``, then ``COMPLETE`` last. The automatic name ends in a hash
+of every field that changes the results, so different configs never share a directory.
+
+Reliability:
+
+- Every invalid config value is an error naming the field, raised before any directory is
+  created or training starts; on the command line it is one ``error: ...`` line and exit code 2
+  (``runio.cli_entry``; ``--debug`` shows the traceback).
+- A non-finite loss or gradient norm (any seed) stops the run with ``runio.NonFiniteError``
+  naming the first bad step and seed (exit code 3). It is checked once per round from the
+  recorder's buffers, so the loop is not slowed. No metrics, distributions or COMPLETE marker
+  are written: the directory keeps only config.json, an incomplete run.
+- An existing run directory is refused unless ``--resume`` or ``--overwrite``. ``--resume`` of
+  a complete run loads it without training; ``--resume`` of an incomplete one (killed mid-way)
+  checks that the config matches and reruns it from scratch. The toy needs no checkpoints:
+  runs take seconds and are fully deterministic, so the rerun's outputs are identical to those
+  of an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,9 +39,10 @@ import torch
 from tqdm.auto import tqdm
 
 import objectives
-from toy import runio
+from runio import NonFiniteError, cli_entry, deferred_validation
+from toy import runio as toy_runio
 from toy.bandit import CONTEXT_DIM, contexts, reference_probs, reward_vector
-from toy.config import PRESETS, BanditConfig, preset
+from toy.config import PRESETS, BanditConfig, preset, validate
 from toy.data import Round, make_round, objective_inputs, reduce_per_seed, sample_arms
 from toy.metrics import Recorder
 from toy.policy import POLICIES, fit_to_reference, flatten_parameters, kl_to_reference
@@ -41,6 +60,8 @@ class RunResult:
     dist: np.ndarray
     """(len(dist_steps), S, K): mean over eval contexts of π(·|x) at those steps."""
     run_dir: Path | None
+    loaded: bool = False
+    """True when ``--resume`` found the run complete and loaded it instead of training."""
 
 
 class _Problem:
@@ -126,8 +147,40 @@ def _update_baseline(cfg: BanditConfig, baseline_S, rnd: Round, r: int):
     return cfg.baseline_decay * baseline_S + (1 - cfg.baseline_decay) * mean_r
 
 
+def _check_finite(cfg: BanditConfig, rec: Recorder, first: int, last: int) -> None:
+    """Raise ``NonFiniteError`` at the first (step, seed) of steps ``first..last`` whose loss or
+    gradient norm is not finite. One vectorised test over the recorder's rows: called once per
+    round, it costs nothing measurable."""
+    loss, grad = rec.loss[first : last + 1], rec.grad_norm[first : last + 1]
+    ok = torch.isfinite(loss) & torch.isfinite(grad)
+    if bool(ok.all()):
+        return
+    i, j = (~ok).nonzero()[0].tolist()  # row-major: the earliest step, then the first seed
+    step, t = first + i, cfg.steps_per_round
+    what = "gradient norm" if torch.isfinite(loss[i, j]) else "loss"
+    raise NonFiniteError(
+        f"non-finite {what} at step {step} (round {(step - 1) // t}, step {(step - 1) % t + 1} "
+        f"of the round), seed {cfg.seeds[j]}: loss {loss[i, j].item():.4g}, gradient norm "
+        f"{grad[i, j].item():.4g}; lower --lr or check --hp"
+    )
+
+
+def _check_final_policy(cfg: BanditConfig, rec: Recorder, step: int) -> None:
+    """The last update has no loss after it: check the policy it produced."""
+    ok = torch.isfinite(rec.mean_p[step]).all(-1)
+    if not bool(ok.all()):
+        seed = cfg.seeds[int((~ok).nonzero()[0])]
+        raise NonFiniteError(
+            f"non-finite policy after the last update (step {step}), seed {seed}; "
+            "lower --lr or check --hp"
+        )
+
+
 def train(cfg: BanditConfig) -> tuple[Recorder, _Problem]:
-    """The training loop of Algorithm 1; returns the filled recorder and the problem."""
+    """The training loop of Algorithm 1; returns the filled recorder and the problem.
+
+    Raises ``runio.NonFiniteError`` (checked at the end of every round) when a loss or gradient
+    norm of any seed is NaN or infinite."""
     obj, hp = objectives.get(cfg.objective), cfg.hparams()
     wanted = set(obj.inputs) | set(obj.optional_inputs)
     prob = _Problem(cfg)
@@ -140,40 +193,51 @@ def train(cfg: BanditConfig) -> tuple[Recorder, _Problem]:
     baseline_S = torch.zeros(s) if running else None
     bar = tqdm(total=cfg.total_steps, delay=3, disable=not cfg.progress, desc=cfg.run_name())
     step = 0
-    for r in range(cfg.rounds):
-        prompts_SP = prob.draw_prompts(cfg.n_train_contexts, p)
-        ctx_SPD = prob.train_ctx.gather(1, prompts_SP[..., None].expand(-1, -1, CONTEXT_DIM))
-        for t in range(cfg.steps_per_round):
-            with torch.no_grad():
-                rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
-            train_logp = torch.log_softmax(policy(ctx_SPD), -1)
-            if t == 0:  # collect with the policy as it is at the start of the round
-                rnd = _collect(cfg, prob, r, prompts_SP, train_logp.detach())
-                rec.rounds.append(rnd)
-            logps_SPN = train_logp.gather(-1, rnd.arms_SPN)
-            inputs, mask = objective_inputs(obj.data, logps_SPN, rnd, baseline_S)
-            loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
-            loss_S = reduce_per_seed(loss, mask)
-            if cfg.kl_penalty:
-                kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
-                loss_S = loss_S + cfg.kl_penalty * kl_S
-            flat.grad.zero_()
-            loss_S.sum().backward()
-            step += 1
-            rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SPN)
-            opt.step()
-            bar.update()
-        if baseline_S is not None:
-            baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
-    with torch.no_grad():
-        rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
-    bar.close()
+    try:
+        for r in range(cfg.rounds):
+            prompts_SP = prob.draw_prompts(cfg.n_train_contexts, p)
+            ctx_SPD = prob.train_ctx.gather(1, prompts_SP[..., None].expand(-1, -1, CONTEXT_DIM))
+            for t in range(cfg.steps_per_round):
+                with torch.no_grad():
+                    rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
+                train_logp = torch.log_softmax(policy(ctx_SPD), -1)
+                if t == 0:  # collect with the policy as it is at the start of the round
+                    rnd = _collect(cfg, prob, r, prompts_SP, train_logp.detach())
+                    rec.rounds.append(rnd)
+                logps_SPN = train_logp.gather(-1, rnd.arms_SPN)
+                inputs, mask = objective_inputs(obj.data, logps_SPN, rnd, baseline_S)
+                loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
+                loss_S = reduce_per_seed(loss, mask)
+                if cfg.kl_penalty:
+                    kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
+                    loss_S = loss_S + cfg.kl_penalty * kl_S
+                flat.grad.zero_()
+                loss_S.sum().backward()
+                step += 1
+                rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SPN)
+                opt.step()
+                bar.update()
+            _check_finite(cfg, rec, step - cfg.steps_per_round + 1, step)
+            if baseline_S is not None:
+                baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
+        with torch.no_grad():
+            rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
+        _check_final_policy(cfg, rec, step)
+    finally:
+        bar.close()
     return rec, prob
 
 
 def run(cfg: BanditConfig) -> RunResult:
-    """Run ``cfg`` (all its seeds batched) and write its outputs under ``cfg.out_dir``."""
-    run_dir = runio.start_run(cfg) if cfg.out_dir else None
+    """Run ``cfg`` (all its seeds batched) and write its outputs under ``cfg.out_dir``.
+
+    With ``cfg.resume`` and a complete run already there, that run is loaded and returned
+    without training. Raises ``runio.UserError`` (existing run, mismatched resume) before
+    anything is written, and ``runio.NonFiniteError`` when training diverges."""
+    run_dir, done = toy_runio.start_run(cfg) if cfg.out_dir else (None, False)
+    if done:
+        metrics, dist_steps, dist = toy_runio.load_run(run_dir)
+        return RunResult(cfg, metrics, dist_steps, dist, run_dir, loaded=True)
     rec, prob = train(cfg)
     keep = np.unique(np.r_[np.arange(0, cfg.total_steps + 1, cfg.dist_every), cfg.total_steps])
     result = RunResult(
@@ -184,14 +248,14 @@ def run(cfg: BanditConfig) -> RunResult:
         run_dir,
     )
     if run_dir is not None:
-        runio.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
+        toy_runio.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
     return result
 
 
-def main(argv: list[str] | None = None) -> RunResult:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse_args(argv: list[str]) -> BanditConfig:
+    """The command line → a validated config (``runio.UserError`` naming the field)."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", choices=sorted(PRESETS), default=None)
+    pre.add_argument("--preset", default=None)
     known, rest = pre.parse_known_args(argv)
     import tyro
 
@@ -200,16 +264,26 @@ def main(argv: list[str] | None = None) -> RunResult:
         f"{__doc__}\nPresets (--preset NAME, then override any field): "
         f"{', '.join(sorted(PRESETS))}."
     )
-    cfg = tyro.cli(BanditConfig, default=base, args=rest, description=description)
+    with deferred_validation():  # validated below: one error line, not tyro's panel
+        cfg = tyro.cli(BanditConfig, default=base, args=rest, description=description)
+    validate(cfg)
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> RunResult:
+    """Parse, run and summarise. In-process callers get the ``RunResult`` (and the exceptions);
+    ``python -m toy.train`` goes through ``runio.cli_entry`` (one error line, exit code 2)."""
+    cfg = parse_args(list(sys.argv[1:] if argv is None else argv))
     result = run(cfg)
     final = result.metrics[result.metrics.step == cfg.total_steps]
+    how = "loaded (complete run)" if result.loaded else "outputs in"
     print(
         f"{cfg.run_name()}: expected reward after {cfg.total_steps} steps "
         f"{final['reward/expected'].mean():.3f} ± {final['reward/expected'].std(ddof=0):.3f} "
-        f"over {len(cfg.seeds)} seed(s); outputs in {result.run_dir}"
+        f"over {len(cfg.seeds)} seed(s); {how} {result.run_dir}"
     )
     return result
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(cli_entry(main))
