@@ -10,17 +10,12 @@ every chat turn, a pad token, and a chat template that starts with BOS::
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import (
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    PreTrainedModel,
-    PreTrainedTokenizerFast,
-)
+
+if TYPE_CHECKING:  # transformers is imported when a model is built: config errors come fast
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 TINY_MODELS = ("tiny-gpt2", "tiny-llama")
 MAX_POSITIONS = 1024
@@ -34,6 +29,9 @@ CHAT_TEMPLATE = (
 
 def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A byte-level BPE (any text encodes) trained on ``texts``; deterministic for fixed input."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -63,6 +61,8 @@ def build_model(
     kind: str, tokenizer: PreTrainedTokenizerFast, seed: int = 0, size: int = 64
 ) -> PreTrainedModel:
     """A random-init ``tiny-gpt2`` or ``tiny-llama`` (2 layers, width ``size``), dropout off."""
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
     common = dict(
         vocab_size=len(tokenizer),
         bos_token_id=tokenizer.bos_token_id,
