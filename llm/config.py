@@ -100,7 +100,7 @@ class TrainConfig:
     """Maximum generated tokens per prompt."""
     save_every: int = 0
     """Checkpoint (model or adapter, optimiser, scheduler, RNG, data position) every this many
-    steps; 0: none."""
+    steps (rounds modes: every this many rounds, at the round's end); 0: none."""
     resume: bool = False
     """Continue this run's directory from its latest complete checkpoint (a complete run is
     left as it is; a run killed before its first checkpoint restarts from step 0)."""
@@ -119,6 +119,59 @@ class TrainConfig:
     """Where runs/<name>/ is written."""
     progress: bool = True
     """Show a progress bar."""
+    # ---- on-policy rounds (paper A, Algorithm 1): modes on_policy / offline / hybrid ----------
+    mode: Literal["pairs", "on_policy", "offline", "hybrid"] = "pairs"
+    """pairs: train on the offline preference pairs of --data (the default). on_policy / offline
+    / hybrid: Algorithm 1 rounds on the prompts of --prompts, sampling N responses per prompt
+    from the current policy / the frozen reference / a mixture (see llm.onpolicy). The pairs-only
+    fields (data, eval_data, batch_size, grad_accum, epochs, max_steps, eval_*, gen_*) are then
+    unused."""
+    prompts: str = "data/shakespeare_prompts/train.jsonl"
+    """Rounds modes: prompt-only file (rows with a ``prompt`` string or message list; same formats
+    as --data). The default is the shipped Shakespeare prompts (``python -m llm.make_prompts``)."""
+    reward: str = "length_min"
+    """Rounds modes: length_min (r = -len), length_mode (r = -|len - m|), length_skew (r = -len),
+    where len counts response tokens without EOS; or ``module:function``; or a local
+    sequence-classification reward model directory (see llm.rewards)."""
+    reward_args: tuple[str, ...] = ()
+    """key=value arguments of the reward, e.g. m=20 for length_mode."""
+    rounds: int = 10
+    """R: data-collection rounds (round 0 samples the reference)."""
+    prompts_per_round: int = 8
+    """P: prompts drawn per round (without replacement within a round)."""
+    samples_per_prompt: int = 4
+    """N: responses sampled per prompt (N(N-1)/2 candidate pairs)."""
+    steps_per_round: int = 1
+    """T: optimiser steps on each round's data (sample reuse); each is a full-batch step."""
+    micro_prompts: int = 0
+    """Prompts (with all their N samples) per forward/backward micro-batch within a step; the
+    gradients are accumulated, so the step equals one full batch. 0: all P at once."""
+    pair_threshold: float = 0.0
+    """Pairs whose reward gap is not above this are dropped (ties never pair)."""
+    kl_penalty: float = 0.0
+    """Coefficient of the sampled-sequence KL estimate ℓ_old - ℓ_ref subtracted from each reward."""
+    baseline: Literal["group", "running"] = "group"
+    """REINFORCE/PPO advantages: rewards z-scored per prompt, or minus a running reward mean."""
+    baseline_decay: float = 0.9
+    """Decay of the running reward mean (baseline=running)."""
+    offline_fraction: float = 0.5
+    """Hybrid only: fraction of each prompt's N samples drawn from the reference."""
+    temperature: float = 1.0
+    """Sampling temperature (log-probs are always the model's own, temperature 1)."""
+    top_k: int = 0
+    """Sample among the k most likely tokens; 0: no top-k."""
+    top_p: float = 1.0
+    """Nucleus sampling mass; 1: no top-p."""
+    max_new_tokens: int = 32
+    """Generated tokens per response at most (a response stops at EOS, which it includes)."""
+    eval_prompts: int = 0
+    """After every round, sample N responses from the current policy for the first this-many
+    prompts of the file and log eval/reward/mean and eval/response/length_mean (the policy's own
+    behaviour, also in offline mode); 0: none."""
+    generations_per_round: int = 4
+    """Samples per round written to generations.jsonl (the first prompts' samples)."""
+    reward_batch_size: int = 16
+    """Responses per forward of a reward model."""
 
     def __post_init__(self) -> None:
         if not validation_deferred():
@@ -133,9 +186,12 @@ class TrainConfig:
             return self.name
         model = Path(self.model.rstrip("/")).name
         hp = "".join(f"_{h.replace('=', '')}" for h in self.hp)
-        resolved = {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_RESULTS}
+        skip = NOT_RESULTS + (ROUNDS_FIELDS if self.mode == "pairs" else ())
+        resolved = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
         tag = config_hash({**resolved, "resolved_hparams": self.resolved_hparams()})
-        return f"{self.objective}{hp}_{model}{'_lora' if self.lora else ''}_s{self.seed}_{tag}"
+        mode = "" if self.mode == "pairs" else f"_{self.mode}"
+        lora = "_lora" if self.lora else ""
+        return f"{self.objective}{hp}{mode}_{model}{lora}_s{self.seed}_{tag}"
 
     def resolved_hparams(self) -> dict[str, object]:
         """The hyperparameters the objective uses: registry defaults with ``hp`` applied."""
@@ -148,6 +204,16 @@ class TrainConfig:
 NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run")
 """Fields that do not change a run's results (left out of the automatic name's hash and of the
 resume comparison)."""
+
+ROUNDS_FIELDS = (
+    "prompts", "reward", "reward_args", "rounds", "prompts_per_round", "samples_per_prompt",
+    "steps_per_round", "micro_prompts", "pair_threshold", "kl_penalty", "baseline",
+    "baseline_decay", "offline_fraction", "temperature", "top_k", "top_p", "max_new_tokens",
+    "generations_per_round", "reward_batch_size", "eval_prompts", "mode",
+)  # fmt: skip
+"""Fields of the rounds modes only: left out of a pairs run's name hash, so the automatic names
+of pairs runs are what they were before the rounds modes existed."""
+ROUNDS_MODES = ("on_policy", "offline", "hybrid")
 
 
 def _require(ok: bool, field_name: str, message: str) -> None:
@@ -172,10 +238,10 @@ def validate(c: TrainConfig) -> None:
     obj = objectives.OBJECTIVES[c.objective]
     offline = sorted(k for k, o in objectives.OBJECTIVES.items() if o.data != "groups")
     _require(
-        obj.data != "groups",
+        c.mode != "pairs" or obj.data != "groups",
         "objective",
         f"{c.objective!r} consumes on-policy scored groups (data='groups'), not offline pairs; "
-        f"choose from {offline}",
+        f"choose from {offline}, or a rounds mode (--mode on_policy --prompts FILE)",
     )
     c.hparams()  # parses and range-checks every key=value (registry metadata)
     _finite(c)
@@ -206,6 +272,42 @@ def validate(c: TrainConfig) -> None:
     _require(
         c.ref != "adapter" or c.lora, "ref", "'adapter' needs --lora (the base model is the ref)"
     )
+    if c.mode in ROUNDS_MODES:
+        validate_rounds(c)
+
+
+def validate_rounds(c: TrainConfig) -> None:
+    """The rounds modes' fields (``UserError`` naming the first invalid one)."""
+    _require(bool(c.prompts and c.prompts.strip()), "prompts", f"--mode {c.mode} needs --prompts")
+    for name in ("rounds", "prompts_per_round", "steps_per_round", "max_new_tokens"):
+        value = getattr(c, name)
+        _require(value >= 1, name, f"must be at least 1, got {value}")
+    _require(c.reward_batch_size >= 1, "reward_batch_size", "must be at least 1")
+    n = c.samples_per_prompt
+    _require(n >= 2, "samples_per_prompt", f"must be at least 2, got {n}")
+    for name in ("micro_prompts", "generations_per_round", "top_k", "eval_prompts"):
+        _require(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
+    for name in ("pair_threshold", "kl_penalty"):
+        _require(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
+    _require(0 <= c.offline_fraction <= 1, "offline_fraction", "must be in [0, 1]")
+    _require(0 <= c.baseline_decay < 1, "baseline_decay", "must be in [0, 1)")
+    _require(c.temperature > 0, "temperature", f"must be positive, got {c.temperature}")
+    _require(0 < c.top_p <= 1, "top_p", f"must be in (0, 1], got {c.top_p}")
+    _require(
+        c.ref != "precomputed",
+        "ref",
+        "'precomputed' reference log-probs make no sense on-policy (the samples are new every "
+        "round); use --ref copy, adapter (with --lora) or auto",
+    )
+    _require(
+        c.max_prompt_len + c.max_new_tokens <= c.max_len,
+        "max_new_tokens",
+        f"max_prompt_len + max_new_tokens = {c.max_prompt_len + c.max_new_tokens} exceeds "
+        f"max_len={c.max_len}",
+    )
+    from llm.rewards import check_reward_spec  # no model or file is loaded
+
+    check_reward_spec(c.reward, c.reward_args)
 
 
 def _plain_name(name: str) -> bool:

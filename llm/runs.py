@@ -9,6 +9,7 @@ as JSON. A file that needs arbitrary unpickling to load is refused on ``--resume
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import shutil
@@ -76,6 +77,10 @@ def last_record(run_dir: Path) -> dict:
     return records[-1] if records else {}
 
 
+def _defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
 def _check_same_config(run_dir: Path, meta: dict) -> None:
     path = run_dir / "config.json"
     if not path.exists():
@@ -85,7 +90,9 @@ def _check_same_config(run_dir: Path, meta: dict) -> None:
     except (json.JSONDecodeError, KeyError):
         raise UserError(f"resume: {path} is unreadable; use --overwrite to start over") from None
     new = json.loads(json.dumps(meta["config"], default=str))  # tuples -> lists
-    diff = sorted(k for k in new if k not in NOT_RESULTS and old.get(k) != new[k])
+    # a field added after the run was started counts as its default (e.g. the rounds fields)
+    defaults = json.loads(json.dumps(_defaults(), default=str))
+    diff = sorted(k for k in new if k not in NOT_RESULTS and old.get(k, defaults.get(k)) != new[k])
     if diff:
         raise UserError(f"resume: config differs from the checkpointed run in {diff}")
 

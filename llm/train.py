@@ -1,6 +1,9 @@
-"""Train a causal LM on offline preference pairs with any pairwise or chosen-only objective.
+"""Train a causal LM with any registry objective: on offline preference pairs (``--mode pairs``,
+the default, this module) or in Algorithm 1's on-policy / offline / hybrid rounds of sampled and
+scored responses (``--mode on_policy`` etc., ``llm.onpolicy``).
 
     python -m llm.train --model tiny-gpt2 --objective dpo           # shipped data, no download
+    python -m llm.train --mode on_policy --objective reinforce --reward length_min
     python -m llm.train --dry-run --data pairs.jsonl --model DIR    # check data + config only
     accelerate launch -m llm.train --model DIR --lora --objective simpo ...
 
@@ -343,6 +346,10 @@ def _evaluate(ses: Session, step: int) -> dict:
 def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) -> dict:
     """Train as configured; returns the last metrics record (with eval keys) and ``run_dir``.
     ``on_step(step, record)`` is called after every step (e.g. to stop a run early)."""
+    if cfg.mode != "pairs":  # Algorithm 1 rounds: on_policy / offline / hybrid
+        from llm import onpolicy
+
+        return onpolicy.run(cfg, on_round=on_step)
     if cfg.dry_run:
         return dry_run(cfg)
     ses = _setup(cfg)
@@ -410,7 +417,7 @@ def cli(argv: list[str]) -> dict:
 
     state = PartialState()
     if state.is_main_process and not cfg.dry_run:
-        keys = [k for k in result if k.startswith("eval/") or k == "loss/train"]
+        keys = [k for k in result if k.startswith(("eval/", "reward/")) or k == "loss/train"]
         print(json.dumps({k: result[k] for k in keys} | {"run_dir": result["run_dir"]}, indent=1))
     if state.num_processes > 1:  # gloo may abort at interpreter exit after correct results
         state.wait_for_everyone()

@@ -1,5 +1,6 @@
 """Data of one round of Algorithm 1, vectorised over seeds S, prompts P, samples N and pairs M:
-sampling, scoring, all-pairs construction, and the objective's inputs."""
+sampling arms and scoring them here; the all-pairs construction, the objective's inputs and the
+reduction are the shared ``rounds`` package's (the LLM harness uses the same functions)."""
 
 from __future__ import annotations
 
@@ -8,27 +9,24 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+import rounds
+from rounds import build_pairs
+
+__all__ = [
+    "Round",
+    "build_pairs",
+    "make_round",
+    "objective_inputs",
+    "reduce_per_seed",
+    "sample_arms",
+]
+
 
 def sample_arms(probs_SPK: Tensor, uniforms_SPN: Tensor) -> Tensor:
     """Inverse-CDF sampling: arm y with probability probs[..., y] for each uniform, (S, P, N)."""
     cdf_SPK = probs_SPK.cumsum(-1)
     arms = torch.searchsorted(cdf_SPK.contiguous(), uniforms_SPN * cdf_SPK[..., -1:], right=True)
     return arms.clamp_(max=probs_SPK.shape[-1] - 1)
-
-
-def build_pairs(rewards_SPN: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
-    """All N(N-1)/2 pairs of each prompt's samples, the higher reward winning.
-
-    Returns sample indices of the winner and loser, (S, P, M), and a validity mask that drops
-    pairs whose reward gap is not above ``threshold`` (ties never make a pair).
-    """
-    n = rewards_SPN.shape[-1]
-    i, j = torch.triu_indices(n, n, offset=1, device=rewards_SPN.device)
-    r_i, r_j = rewards_SPN[..., i], rewards_SPN[..., j]
-    i_wins = r_i > r_j
-    winner = torch.where(i_wins, i, j)
-    loser = torch.where(i_wins, j, i)
-    return winner, loser, (r_i - r_j).abs() > threshold
 
 
 @dataclass
@@ -49,6 +47,12 @@ class Round:
     def n_valid_pairs(self) -> Tensor:
         return self.valid_SPM.flatten(1).sum(-1)
 
+    @property
+    def core(self) -> rounds.Round:
+        """The shared ``rounds.Round`` view (seed axis S leading)."""
+        return rounds.Round(self.rewards_SPN, self.old_logps_SPN, self.ref_logps_SPN,
+                            self.winner_SPM, self.loser_SPM, self.valid_SPM)  # fmt: skip
+
 
 def make_round(
     prompts_SP: Tensor,
@@ -60,45 +64,21 @@ def make_round(
     threshold: float,
 ) -> Round:
     """Score the sampled arms and build pairs. ``offline_SPN`` marks samples drawn from π_ref."""
-    rewards = reward_K[arms_SPN]
-    ref = ref_logp_K[arms_SPN]
-    old = torch.where(offline_SPN, ref, collect_logp_SPK.gather(-1, arms_SPN))
-    winner, loser, valid = build_pairs(rewards, threshold)
-    return Round(prompts_SP, arms_SPN, rewards, old, ref, winner, loser, valid)
-
-
-def _pairs_flat(x_SPN: Tensor, idx_SPM: Tensor) -> Tensor:
-    return x_SPN.gather(-1, idx_SPM).flatten(1)
+    collect = collect_logp_SPK.gather(-1, arms_SPN)
+    c = rounds.make_round(reward_K[arms_SPN], collect, ref_logp_K[arms_SPN], offline_SPN, threshold)
+    return Round(prompts_SP, arms_SPN, c.rewards_PN, c.old_logps_PN, c.ref_logps_PN, c.winner_PM,
+                 c.loser_PM, c.valid_PM)  # fmt: skip
 
 
 def objective_inputs(
     data_kind: str, logps_SPN: Tensor, rnd: Round, baseline_S: Tensor | None
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """Keyword inputs for an objective of the given data kind, plus the (S, B) mask of examples
-    that count (None when all do). Pairs and chosen-only inputs are (S, P·M); groups (S, P, N)."""
-    if data_kind == "groups":
-        inputs = {
-            "logps": logps_SPN,
-            "rewards": rnd.rewards_SPN,
-            "old_logps": rnd.old_logps_SPN,
-            "ref_logps": rnd.ref_logps_SPN,
-        }
-        if baseline_S is not None:
-            inputs["baseline"] = baseline_S[:, None, None]
-        return inputs, None
-    inputs = {
-        "chosen_logps": _pairs_flat(logps_SPN, rnd.winner_SPM),
-        "rejected_logps": _pairs_flat(logps_SPN, rnd.loser_SPM),
-        "ref_chosen_logps": _pairs_flat(rnd.ref_logps_SPN, rnd.winner_SPM),
-        "ref_rejected_logps": _pairs_flat(rnd.ref_logps_SPN, rnd.loser_SPM),
-    }
-    return inputs, rnd.valid_SPM.flatten(1)
+    that count (None when all do). Pairs and chosen-only inputs are (S, P·M); groups (S, P, N).
+    The shared ``rounds.objective_inputs`` with the seed axis leading."""
+    return rounds.objective_inputs(data_kind, logps_SPN, rnd.core, baseline_S)
 
 
 def reduce_per_seed(loss: Tensor, mask_SB: Tensor | None) -> Tensor:
     """Mean per seed of per-example losses (S, B...) over the examples that count, (S,)."""
-    loss_SB = loss.flatten(1)
-    if mask_SB is None:
-        return loss_SB.mean(-1)
-    m = mask_SB.to(loss_SB.dtype)
-    return (loss_SB * m).sum(-1) / m.sum(-1).clamp(min=1)
+    return rounds.masked_mean(loss, mask_SB, lead=1)

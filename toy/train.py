@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 import objectives
+import rounds
 from runio import NonFiniteError, cli_entry, deferred_validation
 from toy import runio as toy_runio
 from toy.bandit import CONTEXT_DIM, contexts, reference_probs, reward_vector
@@ -85,9 +86,8 @@ class _Problem:
 def _collect(cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_logp_SPK) -> Round:
     """Sample N responses per prompt: round 0 and offline samples from π_ref, others fresh."""
     s, p, n = len(cfg.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
-    frac = {"on_policy": 0.0, "offline": 1.0, "hybrid": cfg.offline_fraction}[cfg.mode]
-    n_off = n if rnd == 0 else round(frac * n)
-    offline_SPN = (torch.arange(n) < n_off).expand(s, p, n)
+    n_off = rounds.offline_count(cfg.mode, n, rnd, cfg.offline_fraction)
+    offline_SPN = rounds.offline_mask(n_off, (s, p, n))
     ref_probs = prob.ref_logp_K.exp().expand(s, p, -1)
     probs = torch.where(offline_SPN[..., :1], ref_probs, policy_logp_SPK.exp())
     arms = (
@@ -140,11 +140,8 @@ def _make_policy(cfg: BanditConfig, prob: _Problem) -> torch.nn.Module:
 
 
 def _update_baseline(cfg: BanditConfig, baseline_S, rnd: Round, r: int):
-    """Running mean of past rounds' rewards (the next round's baseline)."""
-    mean_r = rnd.rewards_SPN.flatten(1).mean(-1)
-    if r == 0:
-        return mean_r
-    return cfg.baseline_decay * baseline_S + (1 - cfg.baseline_decay) * mean_r
+    """Running mean of past rounds' rewards (the next round's baseline; ``rounds``)."""
+    return rounds.update_baseline(baseline_S, rnd.rewards_SPN, cfg.baseline_decay, first=r == 0)
 
 
 def _check_finite(cfg: BanditConfig, rec: Recorder, first: int, last: int) -> None:

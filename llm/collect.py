@@ -1,0 +1,166 @@
+"""Collect one round of Algorithm 1 on a language model: draw P prompts, sample N responses per
+prompt (the first ``n_offline`` from the frozen reference, the rest from the current policy),
+score them with the reward, and compute their sequence log-probs under the collecting policy and
+the reference. The model-agnostic half (mixing counts, pairs, objective inputs) is ``rounds``.
+
+Seeds: the prompts of round r are a permutation drawn from a generator seeded with
+(seed, r); the samples of round r from each source use the seed (seed, r, source). Everything a
+round draws is thus a pure function of the run seed and the round index: a resumed run collects
+exactly what the uninterrupted run did.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+import rounds
+from llm.prompts import Prompt
+from llm.rewards import check_finite
+from llm.sampling import Sampler, Samples, scoring_batch
+
+
+def round_seed(seed: int, round_index: int, source: int = 0) -> int:
+    """The seed of one round's draw (source 0: prompts / policy samples, 1: reference)."""
+    return (seed * 1_000_003 + round_index) * 4 + source
+
+
+def draw_prompts(n_prompts: int, p: int, seed: int, round_index: int) -> Tensor:
+    """P distinct prompt indices for the round (a permutation prefix), (P,)."""
+    gen = torch.Generator().manual_seed(round_seed(seed, round_index))
+    return torch.randperm(n_prompts, generator=gen)[:p]
+
+
+def _cat_sources(off: Samples | None, on: Samples | None, p: int, pad_id: int) -> Samples:
+    """Per prompt, the offline samples first, then the on-policy ones: (P·N, T) rows."""
+    parts = [s for s in (off, on) if s is not None]
+    width = max(s.tokens_BT.shape[1] for s in parts)
+
+    def field(name: str, fill: int) -> Tensor:
+        xs = []
+        for s in parts:
+            x = getattr(s, name)
+            if x.dim() == 2:
+                x = torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill)
+            xs.append(x.reshape(p, -1, *x.shape[1:]))
+        return torch.cat(xs, 1).flatten(0, 1)
+
+    return Samples(field("tokens_BT", pad_id), field("mask_BT", 0), field("lengths_B", 0),
+                   field("ended_B", 0))  # fmt: skip
+
+
+@dataclass
+class Collected:
+    """A round's samples, rewards (P, N) and log-prob sums/counts (P, N) under the collecting
+    policy and the reference; ``batch`` is the right-padded scoring batch (P·N rows)."""
+
+    prompt_idx: list[int]
+    samples: Samples
+    texts: list[str]
+    rewards_PN: Tensor
+    offline_PN: Tensor
+    policy_sums_PN: Tensor
+    ref_sums_PN: Tensor
+    counts_PN: Tensor
+    batch: dict[str, Tensor]
+    time_generate: float
+    time_score: float
+
+
+@torch.no_grad()
+def _logps(fn: Callable, batch: dict, rows: Sequence[slice]) -> tuple[Tensor, Tensor]:
+    sums, counts = zip(*(fn({k: v[r] for k, v in batch.items()}) for r in rows))
+    return torch.cat(sums).float().cpu(), torch.cat(counts).float().cpu()
+
+
+def collect(
+    prompts: Sequence[Prompt],
+    prompt_idx: Sequence[int],
+    n: int,
+    n_offline: int,
+    *,
+    sampler: Sampler,
+    policy_lm,
+    reference_lm,
+    policy_logps: Callable,
+    ref_logps: Callable,
+    reward_fn: Callable,
+    tokenizer,
+    seed: int,
+    round_index: int,
+    row_slices: Sequence[slice],
+    prompts_file: str,
+) -> Collected:
+    """Sample, score and compute log-probs for one round. ``reference_lm`` is a context-manager
+    factory yielding the reference LM (the frozen copy, or the LoRA model with adapters off);
+    ``policy_logps``/``ref_logps`` map a scoring batch to (sums, counts). A non-finite reward
+    is a ``UserError`` naming the prompt row and sample, raised before any update."""
+    p, pad_id = len(prompt_idx), tokenizer.pad_token_id
+    ids = [prompts[i].ids for i in prompt_idx]
+    t0 = time.perf_counter()
+    off = on = None
+    if n_offline:
+        with reference_lm() as ref_lm:
+            off = sampler.sample(ref_lm, ids, n_offline, round_seed(seed, round_index, 1))
+    if n_offline < n:
+        on = sampler.sample(policy_lm, ids, n - n_offline, round_seed(seed, round_index, 2))
+    samples = _cat_sources(off, on, p, pad_id)
+    t1 = time.perf_counter()
+    texts = tokenizer.batch_decode(samples.tokens_BT, skip_special_tokens=True)
+    token_ids = [row[m.bool()].tolist() for row, m in zip(samples.tokens_BT, samples.mask_BT)]
+    prompt_texts = [prompts[i].text for i in prompt_idx for _ in range(n)]
+    rewards = reward_fn(prompt_texts, texts, token_ids, samples.lengths_B).float().view(p, n)
+    check_finite(rewards, [prompts[i].idx for i in prompt_idx], prompts_file)
+    batch = scoring_batch(ids, n, samples, pad_id)
+    pol_sums, counts = _logps(policy_logps, batch, row_slices)
+    ref_sums, _ = _logps(ref_logps, batch, row_slices)
+    offline = rounds.offline_mask(n_offline, (p, n))
+    return Collected(
+        list(prompt_idx), samples, texts, rewards, offline, pol_sums.view(p, n),
+        ref_sums.view(p, n), counts.view(p, n), batch, t1 - t0, time.perf_counter() - t1,
+    )  # fmt: skip
+
+
+def kl_estimate(col: Collected) -> float:
+    """Sampled-sequence estimate of KL(π‖π_ref): the mean of ℓ_π - ℓ_ref over the samples drawn
+    from the policy; in a round without any (round 0, offline mode) the self-normalised
+    importance-weighted mean over the reference's samples (weights π/π_ref)."""
+    d_PN = col.policy_sums_PN - col.ref_sums_PN
+    on = ~col.offline_PN
+    if bool(on.any()):
+        return float(d_PN[on].mean())
+    w = torch.softmax(d_PN.flatten(), 0)
+    return float((w * d_PN.flatten()).sum())
+
+
+@torch.no_grad()
+def evaluate_policy(
+    prompts: Sequence[Prompt],
+    n: int,
+    *,
+    sampler: Sampler,
+    policy_lm,
+    reward_fn: Callable,
+    tokenizer,
+    seed: int,
+    round_index: int,
+    prompts_file: str,
+) -> dict[str, float]:
+    """The current policy's own samples on fixed prompts (n each, seeded from (seed, round)):
+    ``eval/reward/mean`` and ``eval/response/length_mean``. In offline mode the round's
+    training samples come from the reference, so only these measure the policy."""
+    ids = [p.ids for p in prompts]
+    samples = sampler.sample(policy_lm, ids, n, round_seed(seed, round_index, 3))
+    texts = tokenizer.batch_decode(samples.tokens_BT, skip_special_tokens=True)
+    token_ids = [row[m.bool()].tolist() for row, m in zip(samples.tokens_BT, samples.mask_BT)]
+    prompt_texts = [p.text for p in prompts for _ in range(n)]
+    rewards = reward_fn(prompt_texts, texts, token_ids, samples.lengths_B).float()
+    check_finite(rewards.view(len(prompts), n), [p.idx for p in prompts], prompts_file)
+    return {
+        "eval/reward/mean": float(rewards.mean()),
+        "eval/response/length_mean": float(samples.lengths_B.float().mean()),
+    }

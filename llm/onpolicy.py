@@ -1,0 +1,328 @@
+"""Algorithm 1 (paper A) on a causal LM: ``--mode on_policy | offline | hybrid``.
+
+    python -m llm.train --mode on_policy --prompts data/shakespeare_prompts/train.jsonl \\
+        --reward length_min --objective reinforce --rounds 10 --prompts-per-round 8 \\
+        --samples-per-prompt 4 --steps-per-round 2
+
+Each round r: draw P prompts; sample N responses per prompt (``rounds.offline_count`` of them
+from the frozen reference — all in round 0 and in offline mode, a fraction in hybrid mode — the
+rest from the current policy); score them; compute their log-probs under the collecting policy
+and the reference (one no-grad pass); build the objective's inputs (``rounds``: groups get the
+(P, N) log-probs and rewards, pairwise and chosen-only objectives the all-pairs winners/losers);
+then take T = steps_per_round optimiser steps on that data. Each step is a full-batch step over
+all P prompts: with ``micro_prompts`` the prompts are split into micro-batches (each keeps its N
+samples) whose gradients are accumulated, which equals the full batch.
+
+Guarantees (as the pairs mode): the config is validated when parsed; the prompts file is read,
+checked and tokenised before the model loads; the run directory is claimed (never overwritten
+without --resume/--overwrite); a non-finite reward is an error before any update; a non-finite
+loss or gradient norm stops the run before the update (FAILED written, nothing saved); checkpoints
+at round boundaries (``save_every`` rounds) hold the model, optimiser, scheduler and RNG
+(``llm.runs``) plus ``rounds_state.json`` (the next round and the running baseline), and every
+draw of a round is seeded from (seed, round), so ``--resume`` continues to the identical result.
+COMPLETE is written last.
+
+Outputs runs/<name>/: config.json, metrics.jsonl (one record per round, ``llm.round_log``),
+generations.jsonl (``generations_per_round`` samples per round), checkpoints/, final/, COMPLETE.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+import objectives
+import rounds
+from llm import models, runs
+from llm.collect import Collected, collect, draw_prompts, evaluate_policy
+from llm.config import TrainConfig
+from llm.logps import PolicyLogps
+from llm.prompts import Prompt, load_prompts
+from llm.rewards import build_reward
+from llm.round_log import (
+    generation_records,
+    load_round_state,
+    round_record,
+    save_round_state,
+    truncate_generations,
+)
+from llm.sampling import HFSampler, Sampler, eos_ids
+from runio import NonFiniteError, UserError, git_sha, versions
+
+
+@dataclass
+class RoundsSession:
+    cfg: TrainConfig
+    obj: objectives.Objective
+    hp: dict
+    accelerator: object
+    tokenizer: object
+    prompts: list[Prompt]
+    policy: object
+    optimizer: object
+    scheduler: object
+    ref_logps: Callable
+    reference_lm: Callable
+    reward_fn: Callable
+    sampler: Sampler
+    run_dir: Path
+    start: int
+    baseline: torch.Tensor | None
+
+
+def _reference(cfg: TrainConfig, acc, policy, ref_model):
+    """(ref_logps(batch) -> (sums, counts), context manager yielding the reference LM)."""
+    if ref_model is not None:  # a frozen copy
+        module = PolicyLogps(ref_model, cfg.logps_chunk, cfg.logps_checkpoint_mb).to(acc.device)
+        module.eval()
+        kw, lm = {}, lambda: contextlib.nullcontext(module.model)
+    else:  # LoRA: the policy's base model with its adapters disabled
+        module, kw = acc.unwrap_model(policy), {"disable_adapter": True}
+
+        @contextlib.contextmanager
+        def lm():
+            with module.model.disable_adapter():
+                yield module.model
+
+    def logps(b):
+        b = {k: v.to(acc.device) for k, v in b.items()}
+        with acc.autocast():
+            return module(b["input_ids"], b["attention_mask"], b["loss_mask"], **kw)
+
+    return logps, lm
+
+
+def _setup(cfg: TrainConfig, sampler: Sampler | None = None) -> RoundsSession:
+    from accelerate.utils import set_seed
+    from transformers import get_scheduler
+
+    from llm.train import _accelerator, _prepare_model
+
+    obj, hp = objectives.get(cfg.objective), cfg.hparams()
+    acc = _accelerator(cfg)
+    if acc.num_processes > 1:
+        raise UserError(f"--mode {cfg.mode} runs in one process for now (got {acc.num_processes})")
+    set_seed(cfg.seed)
+    tokenizer, prompts, report = load_prompts(cfg)
+    reward_fn = build_reward(cfg.reward, cfg.reward_args, cfg.reward_batch_size, acc.device)
+    run_dir = Path(cfg.out_dir).expanduser() / cfg.run_name()
+    resuming = runs.claim(cfg, run_dir, acc)
+    model = models.load_model(
+        cfg.model, tokenizer, seed=cfg.seed, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir
+    )
+    ref_mode = "adapter" if cfg.lora and cfg.ref in ("auto", "adapter") else "copy"
+    model, ref_model, _ = _prepare_model(cfg, model, ref_mode)
+    policy = PolicyLogps(model, cfg.logps_chunk, cfg.logps_checkpoint_mb)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total = cfg.rounds * cfg.steps_per_round
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, cfg.warmup_steps, total)
+    policy, optimizer = acc.prepare(policy, optimizer)
+    ref_logps, reference_lm = _reference(cfg, acc, policy, ref_model)
+    eos = eos_ids(tokenizer, model)
+    sampler = sampler or HFSampler(tokenizer.pad_token_id, eos, cfg.max_new_tokens,
+                                   cfg.temperature, cfg.top_k, cfg.top_p)  # fmt: skip
+    meta = {
+        "config": {**vars(cfg), "resolved_hparams": cfg.resolved_hparams()},
+        "run_name": cfg.run_name(),
+        "reference": ref_mode,
+        "data": {"prompts": report},
+        "total_steps": total,
+        "versions": versions("transformers", "accelerate", "peft", "tokenizers"),
+        "git_sha": git_sha(),
+    }
+    start = runs.start_run(cfg, run_dir, meta, acc, scheduler, resuming)
+    baseline = None
+    if cfg.baseline == "running" and "baseline" in obj.optional_inputs:
+        baseline = torch.zeros(())
+    if start > 0:
+        state = load_round_state(run_dir, start)
+        if baseline is not None:
+            baseline = torch.tensor(state["baseline"])
+        truncate_generations(run_dir, state["round"])
+    return RoundsSession(cfg, obj, hp, acc, tokenizer, prompts, policy, optimizer, scheduler,
+                         ref_logps, reference_lm, reward_fn, sampler, run_dir, start,
+                         baseline)  # fmt: skip
+
+
+def _row_slices(cfg: TrainConfig) -> list[slice]:
+    """Rows of the scoring batch per micro-batch of prompts (each prompt's N rows together)."""
+    p, n = cfg.prompts_per_round, cfg.samples_per_prompt
+    mp = cfg.micro_prompts or p
+    return [slice(a * n, min(a + mp, p) * n) for a in range(0, p, mp)]
+
+
+def _policy_logps(ses: RoundsSession):
+    def fn(b):
+        b = {k: v.to(ses.accelerator.device) for k, v in b.items()}
+        with ses.accelerator.autocast():
+            return ses.policy(b["input_ids"], b["attention_mask"], b["loss_mask"])
+
+    return fn
+
+
+def _collect_round(ses: RoundsSession, r: int) -> Collected:
+    cfg = ses.cfg
+    n = cfg.samples_per_prompt
+    idx = draw_prompts(len(ses.prompts), cfg.prompts_per_round, cfg.seed, r).tolist()
+    lm = ses.accelerator.unwrap_model(ses.policy).model
+    return collect(
+        ses.prompts, idx, n, rounds.offline_count(cfg.mode, n, r, cfg.offline_fraction),
+        sampler=ses.sampler, policy_lm=lm, reference_lm=ses.reference_lm,
+        policy_logps=_policy_logps(ses), ref_logps=ses.ref_logps, reward_fn=ses.reward_fn,
+        tokenizer=ses.tokenizer, seed=cfg.seed, round_index=r, row_slices=_row_slices(cfg),
+        prompts_file=cfg.prompts,
+    )  # fmt: skip
+
+
+def make_round(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> rounds.Round:
+    """The ``rounds.Round`` of collected data, in the objective's log-prob convention (ℓ or ℓ̄),
+    with the KL penalty (on summed log-probs) folded into the rewards."""
+    mean = obj.needs_mean_logps
+    pol = rounds.sequence_logps(col.policy_sums_PN, col.counts_PN, mean)
+    ref = rounds.sequence_logps(col.ref_sums_PN, col.counts_PN, mean)
+    old_sums = torch.where(col.offline_PN, col.ref_sums_PN, col.policy_sums_PN)
+    rewards = rounds.fold_kl(col.rewards_PN, old_sums, col.ref_sums_PN, cfg.kl_penalty)
+    return rounds.make_round(rewards, pol, ref, col.offline_PN, cfg.pair_threshold)
+
+
+def micro_batch_loss(
+    obj: objectives.Objective,
+    hp: dict,
+    logps_PN: torch.Tensor,
+    rnd: rounds.Round,
+    baseline: torch.Tensor | None,
+    denom: torch.Tensor,
+) -> torch.Tensor:
+    """A micro-batch's share of the round's loss: its counted per-example losses summed and
+    divided by the round's ``rounds.loss_denominator`` (the shares sum to the full-batch
+    mean)."""
+    wanted = set(obj.inputs) | set(obj.optional_inputs)
+    inputs, mask = rounds.objective_inputs(obj.data, logps_PN, rnd, baseline)
+    loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
+    return rounds.loss_sum(loss, mask) / denom
+
+
+def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[float, float]:
+    """One full-batch optimiser step on the round's data (micro-batches accumulated). Returns
+    (loss, grad norm); raises ``NonFiniteError`` before the update when either is not finite."""
+    cfg, acc, obj = ses.cfg, ses.accelerator, ses.obj
+    n = cfg.samples_per_prompt
+    denom = rounds.loss_denominator(obj.data, rnd)
+    fn, total = _policy_logps(ses), 0.0
+    for rows in _row_slices(cfg):
+        batch = {k: v[rows] for k, v in col.batch.items()}
+        sums, counts = fn(batch)
+        logps_PN = rounds.sequence_logps(sums, counts, obj.needs_mean_logps).view(-1, n).cpu()
+        sub = rnd.select(slice(rows.start // n, rows.stop // n))
+        part = micro_batch_loss(obj, ses.hp, logps_PN, sub, ses.baseline, denom)
+        acc.backward(part)
+        total += float(part.detach())
+    norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
+    gnorm = float(acc.clip_grad_norm_(ses.policy.parameters(), norm))
+    if not (torch.isfinite(torch.tensor([total, gnorm])).all()):
+        ses.optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(f"non-finite loss/train = {total} or grad/norm = {gnorm}")
+    ses.optimizer.step()
+    ses.scheduler.step()
+    ses.optimizer.zero_grad(set_to_none=True)
+    return total, gnorm
+
+
+def _fail(ses: RoundsSession, r: int, t: int, e: Exception) -> NonFiniteError:
+    message = (
+        f"round {r}, step {t + 1} of the round: {e}; the update was not applied and nothing was "
+        f"saved (last checkpoint: {runs.latest_step(ses.run_dir)}). Lower --lr or check --hp"
+    )
+    runs.mark_failed(ses.run_dir, message)
+    return NonFiniteError(f"{message} [{ses.run_dir}/FAILED]")
+
+
+def _save(ses: RoundsSession, r: int) -> None:
+    """Checkpoint after round r: rounds_state.json first, trainer_state.json (llm.runs) last."""
+    step = (r + 1) * ses.cfg.steps_per_round
+    save_round_state(ses.run_dir, step, r + 1, ses.baseline)
+    runs.save_checkpoint(ses.accelerator, ses.run_dir, step, ses.scheduler, ses.policy)
+
+
+def _evaluate(ses: RoundsSession, r: int) -> dict[str, float]:
+    cfg, t0 = ses.cfg, time.perf_counter()
+    out = evaluate_policy(
+        ses.prompts[: cfg.eval_prompts], cfg.samples_per_prompt, sampler=ses.sampler,
+        policy_lm=ses.accelerator.unwrap_model(ses.policy).model, reward_fn=ses.reward_fn,
+        tokenizer=ses.tokenizer, seed=cfg.seed, round_index=r, prompts_file=cfg.prompts,
+    )  # fmt: skip
+    return {**out, "time/eval": time.perf_counter() - t0}
+
+
+def train_round(ses: RoundsSession, r: int) -> dict:
+    """Collect round r, take its T steps, update the baseline; returns its metrics record."""
+    col = _collect_round(ses, r)
+    rnd = make_round(ses.cfg, ses.obj, col)
+    t0, losses, norms = time.perf_counter(), [], []
+    lr = ses.scheduler.get_last_lr()[0]
+    for t in range(ses.cfg.steps_per_round):
+        try:
+            loss, gnorm = update_step(ses, col, rnd)
+        except NonFiniteError as e:
+            raise _fail(ses, r, t, e) from None
+        losses.append(loss)
+        norms.append(gnorm)
+    if ses.baseline is not None:
+        ses.baseline = rounds.update_baseline(
+            ses.baseline, rnd.rewards_PN, ses.cfg.baseline_decay, first=r == 0
+        )
+    record = round_record(ses.cfg, r, col, rnd, losses, norms, lr, time.perf_counter() - t0)
+    if ses.cfg.eval_prompts:
+        record.update(_evaluate(ses, r))
+    for g in generation_records(ses.cfg, ses.prompts, r, col):
+        runs.append(ses.run_dir / "generations.jsonl", g)
+    return record
+
+
+def run(
+    cfg: TrainConfig,
+    on_round: Callable[[int, dict], None] | None = None,
+    sampler: Sampler | None = None,
+) -> dict:
+    """Train as configured; returns the last round's record and ``run_dir``. ``on_round(r,
+    record)`` is called after every round (after its checkpoint); ``sampler`` replaces the
+    default ``transformers`` one (``llm.sampling.Sampler``)."""
+    if cfg.dry_run:
+        _, _, report = load_prompts(cfg)
+        print(json.dumps({"prompts": report}, indent=1))
+        return {"prompts": report}
+    ses = _setup(cfg, sampler)
+    if ses.start == runs.DONE:
+        print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
+        return {**runs.last_record(ses.run_dir), "run_dir": str(ses.run_dir)}
+    first = ses.start // cfg.steps_per_round
+    bar = tqdm(total=cfg.rounds, initial=first, disable=not cfg.progress, desc=cfg.mode)
+    ses.policy.train()
+    record: dict = {}
+    for r in range(first, cfg.rounds):
+        try:
+            record = train_round(ses, r)
+        except UserError as e:  # a non-finite reward: recorded, no update was made
+            runs.mark_failed(ses.run_dir, f"round {r}: {e}")
+            raise
+        runs.append(ses.run_dir / "metrics.jsonl", record)
+        if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < cfg.rounds:
+            _save(ses, r)
+        bar.update(1)
+        bar.set_postfix(reward=f"{record['reward/mean']:.3g}", loss=f"{record['loss/train']:.3g}")
+        if on_round is not None:
+            on_round(r, record)
+    bar.close()
+    if cfg.save_final:
+        runs.save_final(ses.accelerator, ses.policy, ses.tokenizer, ses.run_dir / "final")
+    runs.mark_complete(ses.run_dir, record)
+    return {**record, "run_dir": str(ses.run_dir)}

@@ -1,0 +1,183 @@
+"""Rewards of sampled responses: one float per response, shape (B,).
+
+``--reward`` is one of:
+
+- a built-in length reward (paper A's synthetic tasks, science.md §5), where ``len`` is the number
+  of generated response tokens *excluding* the EOS token (a response cut at max_new_tokens counts
+  all its tokens):
+
+  - ``length_min``:  r = -len                    (shorter is better)
+  - ``length_mode``: r = -|len - m|              (``--reward-args m=20``; m defaults to 20)
+  - ``length_skew``: r = -len                    (the Min reward; the task's skew lies in its
+    offline preference data, not in the reward)
+
+- ``module:function``: ``function(prompts=list[str], responses=list[str],
+  token_ids=list[list[int]])`` returning one float per response (a sequence or tensor);
+- a local directory holding a ``transformers`` sequence-classification model with one label: the
+  reward is its logit on ``prompt + response`` (rendered with the reward model's own chat template
+  when it has one), scored in batches with its own tokenizer.
+
+A NaN or infinite reward is a ``UserError`` naming the prompt and the sample (``check_finite``),
+raised by the caller before any update.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from runio import UserError
+
+RewardFn = Callable[[Sequence[str], Sequence[str], Sequence[Sequence[int]], Tensor], Tensor]
+
+LENGTH_REWARDS: dict[str, tuple[tuple[str, ...], Callable[..., Tensor]]] = {
+    "length_min": ((), lambda len_B: -len_B),
+    "length_mode": (("m",), lambda len_B, m=20.0: -(len_B - m).abs()),
+    "length_skew": ((), lambda len_B: -len_B),
+}
+"""name → (argument names, f(len_B, **args)); len_B float (B,)."""
+
+
+def parse_args(spec: str, items: Sequence[str]) -> dict[str, float]:
+    """``key=value`` reward arguments → floats; a ``UserError`` names a bad item."""
+    out = {}
+    allowed = LENGTH_REWARDS[spec][0] if spec in LENGTH_REWARDS else None
+    for item in items:
+        key, sep, raw = str(item).partition("=")
+        if not sep:
+            raise UserError(f"TrainConfig.reward_args: expected key=value, got {item!r}")
+        if allowed is not None and key not in allowed:
+            raise UserError(
+                f"TrainConfig.reward_args: reward {spec!r} takes {list(allowed) or 'no arguments'}"
+                f", got {key!r}"
+            )
+        try:
+            out[key] = float(raw)
+        except ValueError:
+            msg = f"TrainConfig.reward_args: {key} must be a number, got {raw!r}"
+            raise UserError(msg) from None
+        if not math.isfinite(out[key]):
+            raise UserError(f"TrainConfig.reward_args: {key} must be finite, got {raw!r}")
+    return out
+
+
+def check_reward_spec(spec: str, items: Sequence[str]) -> None:
+    """Validate ``--reward`` and ``--reward-args`` without importing or loading anything."""
+    if spec in LENGTH_REWARDS:
+        parse_args(spec, items)
+        return
+    if Path(spec).expanduser().is_dir():
+        if items:
+            raise UserError("TrainConfig.reward_args: a reward model takes no arguments")
+        return
+    module, sep, name = spec.partition(":")
+    if not (sep and module and name.isidentifier()):
+        raise UserError(
+            f"TrainConfig.reward: {spec!r} is not a built-in ({sorted(LENGTH_REWARDS)}), a "
+            "module:function, or an existing reward model directory"
+        )
+    if items:
+        raise UserError("TrainConfig.reward_args: a module:function reward takes no arguments")
+
+
+def _as_rewards(values: object, n: int, spec: str) -> Tensor:
+    try:
+        out = torch.as_tensor(values, dtype=torch.float32).reshape(-1)
+    except (TypeError, ValueError, RuntimeError) as e:
+        msg = f"reward {spec}: returned {type(values).__name__}, not floats ({e})"
+        raise UserError(msg) from None
+    if out.numel() != n:
+        raise UserError(f"reward {spec}: returned {out.numel()} values for {n} responses")
+    return out
+
+
+def _callable(spec: str) -> RewardFn:
+    module_name, _, name = spec.partition(":")
+    try:
+        fn = getattr(importlib.import_module(module_name), name)
+    except (ImportError, AttributeError) as e:
+        raise UserError(f"TrainConfig.reward: cannot import {spec!r} ({e})") from None
+
+    def reward(prompts, responses, token_ids, lengths_B):
+        values = fn(prompts=list(prompts), responses=list(responses), token_ids=token_ids)
+        return _as_rewards(values, len(responses), spec)
+
+    return reward
+
+
+class RewardModel:
+    """A sequence-classification model with one label, on CPU or the given device, no grad."""
+
+    def __init__(self, path: str, batch_size: int, device: torch.device | str = "cpu"):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path)
+            self.model = AutoModelForSequenceClassification.from_pretrained(
+                path, dtype=torch.float32
+            )
+        except (OSError, ValueError) as e:
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+            msg = f"TrainConfig.reward: cannot load reward model {path} ({first})"
+            raise UserError(msg) from None
+        if self.model.config.num_labels != 1:
+            raise UserError(
+                f"TrainConfig.reward: {path} has {self.model.config.num_labels} labels; a reward "
+                "model needs exactly one"
+            )
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.model.config.pad_token_id = self.tokenizer.pad_token_id
+        self.model.to(device).eval()
+        self.path, self.batch_size, self.device = path, batch_size, device
+
+    def _texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
+        if getattr(self.tokenizer, "chat_template", None):
+            return [
+                self.tokenizer.apply_chat_template(
+                    [{"role": "user", "content": p}, {"role": "assistant", "content": r}],
+                    tokenize=False,
+                )
+                for p, r in zip(prompts, responses)
+            ]
+        return [p + r for p, r in zip(prompts, responses)]
+
+    @torch.no_grad()
+    def __call__(self, prompts, responses, token_ids, lengths_B) -> Tensor:
+        texts, out = self._texts(prompts, responses), []
+        self.tokenizer.padding_side = "right"
+        for s in range(0, len(texts), self.batch_size):
+            enc = self.tokenizer(texts[s : s + self.batch_size], return_tensors="pt", padding=True)
+            logits = self.model(**{k: v.to(self.device) for k, v in enc.items()}).logits
+            out.append(logits[:, 0].float().cpu())
+        return torch.cat(out)
+
+
+def build_reward(spec: str, items: Sequence[str], batch_size: int = 16, device="cpu") -> RewardFn:
+    """The reward function ``f(prompts, responses, token_ids, lengths_B) -> rewards_B``."""
+    check_reward_spec(spec, items)
+    if spec in LENGTH_REWARDS:
+        fn, args = LENGTH_REWARDS[spec][1], parse_args(spec, items)
+        return lambda prompts, responses, token_ids, lengths_B: fn(lengths_B.float(), **args)
+    if Path(spec).expanduser().is_dir():
+        return RewardModel(str(Path(spec).expanduser()), batch_size, device)
+    return _callable(spec)
+
+
+def check_finite(rewards_PN: Tensor, prompt_idx: Sequence[int], prompts_file: str) -> None:
+    """A ``UserError`` naming the first prompt (its row in the prompts file) and sample whose
+    reward is NaN or infinite."""
+    from rounds import first_nonfinite
+
+    bad = first_nonfinite(rewards_PN)
+    if bad is not None:
+        p, n = bad
+        raise UserError(
+            f"reward {rewards_PN[p, n].item()} for sample {n} of prompt row {prompt_idx[p]} of "
+            f"{prompts_file}: rewards must be finite (no update was made)"
+        )

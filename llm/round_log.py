@@ -1,0 +1,90 @@
+"""What a round leaves on disk: its metrics.jsonl record (slash-namespaced keys, ``ROUND_KEYS``),
+a sample of its generations for generations.jsonl, and the rounds state of a checkpoint
+(``rounds_state.json``: the next round and the running baseline, plain JSON, written before
+``llm.runs.save_checkpoint`` writes the checkpoint's trainer_state.json last)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+import rounds
+from llm.collect import Collected, kl_estimate
+from llm.config import TrainConfig
+from llm.prompts import Prompt
+from runio import UserError, atomic_write, read_jsonl
+
+ROUND_KEYS = (
+    "step", "round", "queries", "reward/mean", "reward/max", "reward/min", "reward/std",
+    "response/length_mean", "response/ended", "policy/kl_ref", "pairs/valid", "loss/train",
+    "grad/norm", "lr", "time/generate", "time/score", "time/update",
+)  # fmt: skip
+"""Keys of a metrics.jsonl record (one per round)."""
+
+
+def round_record(
+    cfg: TrainConfig, r: int, col: Collected, rnd: rounds.Round, losses, norms, lr, t_upd
+) -> dict:
+    """The metrics.jsonl record of round r (keys ``ROUND_KEYS``); rewards before the KL penalty."""
+    rew = col.rewards_PN
+    return {
+        "step": (r + 1) * cfg.steps_per_round, "round": r,
+        "queries": (r + 1) * cfg.prompts_per_round * cfg.samples_per_prompt,
+        "reward/mean": float(rew.mean()), "reward/max": float(rew.max()),
+        "reward/min": float(rew.min()), "reward/std": float(rew.std(unbiased=False)),
+        "response/length_mean": float(col.samples.lengths_B.float().mean()),
+        "response/ended": float(col.samples.ended_B.float().mean()),
+        "policy/kl_ref": kl_estimate(col), "pairs/valid": int(rnd.n_valid_pairs),
+        "loss/train": sum(losses) / len(losses), "grad/norm": sum(norms) / len(norms), "lr": lr,
+        "time/generate": col.time_generate, "time/score": col.time_score, "time/update": t_upd,
+    }  # fmt: skip
+
+
+def generation_records(
+    cfg: TrainConfig, prompts: list[Prompt], r: int, col: Collected
+) -> list[dict]:
+    """generations.jsonl records: the first ``generations_per_round`` samples of round r."""
+    n, out = cfg.samples_per_prompt, []
+    for b in range(min(cfg.generations_per_round, len(col.texts))):
+        p, k = divmod(b, n)
+        prompt = prompts[col.prompt_idx[p]]
+        out.append({
+            "round": r, "prompt_row": prompt.idx, "sample": k,
+            "source": "reference" if bool(col.offline_PN[p, k]) else "policy",
+            "reward": float(col.rewards_PN[p, k]), "length": int(col.samples.lengths_B[b]),
+            "prompt": prompt.text, "response": col.texts[b],
+        })  # fmt: skip
+    return out
+
+
+def _state_path(run_dir: Path, step: int) -> Path:
+    return run_dir / "checkpoints" / f"step_{step:07d}" / "rounds_state.json"
+
+
+def save_round_state(run_dir: Path, step: int, next_round: int, baseline: torch.Tensor | None):
+    path = _state_path(run_dir, step)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    b = None if baseline is None else float(baseline)
+    text = json.dumps({"round": next_round, "baseline": b})
+    atomic_write(path, lambda p: p.write_text(text))
+
+
+def load_round_state(run_dir: Path, step: int) -> dict:
+    """The rounds state of the checkpoint of ``step`` (a ``UserError`` when unreadable)."""
+    path = _state_path(run_dir, step)
+    try:
+        state = json.loads(path.read_text())
+        return {"round": int(state["round"]), "baseline": state["baseline"]}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"resume: {path} is unreadable ({type(e).__name__}: {e})") from None
+
+
+def truncate_generations(run_dir: Path, next_round: int) -> None:
+    """Drop generations.jsonl records of rounds from ``next_round`` on (a resumed run redoes
+    them)."""
+    path = run_dir / "generations.jsonl"
+    if path.exists():
+        text = "".join(json.dumps(r) + "\n" for r in read_jsonl(path) if r["round"] < next_round)
+        atomic_write(path, lambda p: p.write_text(text))

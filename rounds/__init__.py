@@ -1,0 +1,37 @@
+"""The model-agnostic half of Algorithm 1 shared by ``toy/`` and ``llm/``: mixing of offline and
+on-policy samples, pair construction, the inputs of each data kind, baselines (see
+``rounds.core``). Imports only ``torch``; never ``toy/`` or ``llm/``."""
+
+from rounds.core import (
+    MODES,
+    Round,
+    build_pairs,
+    first_nonfinite,
+    fold_kl,
+    loss_denominator,
+    loss_sum,
+    make_round,
+    masked_mean,
+    objective_inputs,
+    offline_count,
+    offline_mask,
+    sequence_logps,
+    update_baseline,
+)
+
+__all__ = [
+    "MODES",
+    "Round",
+    "build_pairs",
+    "first_nonfinite",
+    "fold_kl",
+    "loss_denominator",
+    "loss_sum",
+    "make_round",
+    "masked_mean",
+    "objective_inputs",
+    "offline_count",
+    "offline_mask",
+    "sequence_logps",
+    "update_baseline",
+]
