@@ -249,8 +249,9 @@ def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(UserError, match=r"TrainConfig.objective: 'bon' consumes"):
         TrainConfig(objective="bon")
     TrainConfig(objective="bon", mode="on_policy", prompts=PROMPTS)
+    assert TrainConfig(mode="offline").prompts == "data/shakespeare_prompts/train.jsonl"
     with pytest.raises(UserError, match=r"TrainConfig.prompts: --mode offline needs --prompts"):
-        TrainConfig(mode="offline")
+        TrainConfig(mode="offline", prompts=" ")
     with pytest.raises(UserError, match=r"TrainConfig.ref: 'precomputed' .* make no sense"):
         TrainConfig(mode="on_policy", prompts=PROMPTS, ref="precomputed")
     with pytest.raises(UserError, match=r"TrainConfig.reward: 'nope'"):
