@@ -292,10 +292,13 @@ def run(
     cfg: TrainConfig,
     on_round: Callable[[int, dict], None] | None = None,
     sampler: Sampler | None = None,
+    extra_metrics: Callable[[torch.nn.Module, int], dict] | None = None,
 ) -> dict:
     """Train as configured; returns the last round's record and ``run_dir``. ``on_round(r,
     record)`` is called after every round (after its checkpoint); ``sampler`` replaces the
-    default ``transformers`` one (``llm.sampling.Sampler``)."""
+    default ``transformers`` one (``llm.sampling.Sampler``); ``extra_metrics(lm, r)`` (the
+    unwrapped causal LM after round r's updates) returns keys added to round r's record before it
+    is written (e.g. a task's exact metrics)."""
     if cfg.dry_run:
         _, _, report = load_prompts(cfg)
         print(json.dumps({"prompts": report}, indent=1))
@@ -314,6 +317,9 @@ def run(
         except UserError as e:  # a non-finite reward: recorded, no update was made
             runs.mark_failed(ses.run_dir, f"round {r}: {e}")
             raise
+        if extra_metrics is not None:
+            with torch.no_grad():
+                record.update(extra_metrics(ses.accelerator.unwrap_model(ses.policy).model, r))
         runs.append(ses.run_dir / "metrics.jsonl", record)
         if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < cfg.rounds:
             _save(ses, r)
