@@ -7,6 +7,9 @@ objective keeps a NaN row's effect inside that row's (or that prompt's) loss.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 import torch
 from torch import Tensor
 
@@ -35,9 +38,27 @@ def expect_shape(fn: str, name: str, x: Tensor | None, shape: tuple[int, ...], w
         raise ValueError(f"{fn}: {name} must have shape {tuple(shape)} ({why}), got {_shape(x)}")
 
 
+_SKIP_VALUE_CHECKS = False
+
+
+@contextlib.contextmanager
+def values_checked_once() -> Iterator[None]:
+    """Within the block, skip the value check of ``logps_not_positive`` (a device sync and ~10
+    small operations per call). For loops that already checked the same inputs' kind once, e.g.
+    the bandit's steps after the first of a round: its log-probs come from a log-softmax."""
+    global _SKIP_VALUE_CHECKS
+    previous, _SKIP_VALUE_CHECKS = _SKIP_VALUE_CHECKS, True
+    try:
+        yield
+    finally:
+        _SKIP_VALUE_CHECKS = previous
+
+
 def logps_not_positive(fn: str, **tensors: Tensor | None) -> None:
     """A ValueError naming the first input with a log-probability above ``LOGP_TOL`` (or the
     rounding of its dtype, if coarser). NaN is let through. One device sync for all inputs."""
+    if _SKIP_VALUE_CHECKS:
+        return
     given = {k: v for k, v in tensors.items() if isinstance(v, Tensor) and v.numel()}
     if not given:
         return

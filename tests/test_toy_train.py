@@ -106,6 +106,18 @@ def test_presets_are_valid_and_cover_the_spec():
     assert on.total_steps == 1500
 
 
+def test_presets_train_on_a_fixed_set_of_their_p_prompts():
+    """Like the official scripts (``num_train_states``), each preset's pool of training prompts
+    is exactly its P prompts, and the π_ref initialisation is fitted on them; the large pool
+    stays the default of a plain config."""
+    for name, cfg in PRESETS.items():
+        assert cfg.n_train_contexts == cfg.prompts_per_round, name
+        assert cfg.init_contexts >= cfg.n_train_contexts, name
+    pools = {name: PRESETS[name].n_train_contexts for name in ("offline_bon", "offline_ipo")}
+    assert pools == {"offline_bon": 5, "offline_ipo": 100}  # the official scripts' counts
+    assert BanditConfig().n_train_contexts == 1000
+
+
 def test_outputs_written(tmp_path):
     cfg = BanditConfig(**{**TINY, "out_dir": str(tmp_path), "name": "t"})
     res = run(cfg)

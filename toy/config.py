@@ -42,7 +42,12 @@ class BanditConfig:
     rounds: int = 100
     """R: data-collection rounds (round 0 samples from π_ref)."""
     steps_per_round: int = 15
-    """T: gradient steps on each round's data (sample reuse)."""
+    """T: passes over each round's data (sample reuse); one gradient step each when full-batch."""
+    minibatch_size: int | None = None
+    """M: prompts per gradient step (paper A's Algorithm 1 fixes it). None: full batch, one step
+    per pass. With M, each of the T passes shuffles the round's P prompts and takes P/M steps of
+    M prompts each (P must be a multiple of M), so the number of gradient steps at a fixed query
+    budget no longer grows as P shrinks."""
     lr: float = 1e-3
     """Adam learning rate (no weight decay, no schedule)."""
     policy: Literal["mlp", "tabular"] = "mlp"
@@ -61,7 +66,13 @@ class BanditConfig:
     init_lr: float = 0.01
     """Learning rate of that initialisation."""
     n_train_contexts: int = 1000
-    """Size of the fixed pool of training prompts; each round draws P of them."""
+    """Size of the fixed pool of training prompts; each round draws P of them (with replacement).
+    The presets set it to their P, as the official code does (its ``num_train_states``: one fixed
+    set of 5, 10 or 100 prompts, on which the π_ref initialisation is also fitted, since that uses
+    the first ``init_contexts`` of the pool). The default pool of 1,000 is the option where a
+    round's prompts are almost always fresh; it slows on-policy BoN on R1 (see README). When
+    overriding a preset's ``prompts_per_round``, set this too: a pool smaller than P repeats
+    prompts within a round."""
     init_contexts: int = 100
     """The initialisation averages the KL over the first this-many training contexts. π_ref does
     not depend on the context, so more contexts change little but the cost (our choice)."""
@@ -71,6 +82,11 @@ class BanditConfig:
     """K."""
     seeds: tuple[int, ...] = (0,)
     """Seeds run together as one batched computation; each seed's run is independent."""
+    eval_every: int = 1
+    """Compute the evaluation metrics (expected reward, KL, entropy, mass, the stored
+    distributions) after every this-many steps and after the last; other steps' evaluation
+    columns are NaN. The evaluation forward over ``n_eval_contexts`` is most of a step's
+    arithmetic, so sweeps that need only curves at round resolution set it to T."""
     dist_every: int = 15
     """Store the full K-arm distribution every this many steps (and at the last step)."""
     name: str | None = None
@@ -95,8 +111,15 @@ class BanditConfig:
             validate(self)
 
     @property
+    def steps_in_round(self) -> int:
+        """Gradient steps per round: T passes × P/M minibatches."""
+        return self.steps_per_round * (
+            self.prompts_per_round // (self.minibatch_size or self.prompts_per_round)
+        )
+
+    @property
     def total_steps(self) -> int:
-        return self.rounds * self.steps_per_round
+        return self.rounds * self.steps_in_round
 
     def hparams(self) -> dict[str, object]:
         """``hp`` parsed into typed values (types taken from the registry defaults)."""
@@ -139,6 +162,7 @@ _SIZES = (
     "init_contexts",
     "n_eval_contexts",
     "dist_every",
+    "eval_every",
 )
 
 
@@ -197,6 +221,18 @@ def validate(c: BanditConfig) -> None:
         "offline_fraction",
         f"must be in [0, 1], got {c.offline_fraction}",
     )
+    if c.minibatch_size is not None:
+        m = c.minibatch_size
+        _require(
+            isinstance(m, int) and not isinstance(m, bool) and 1 <= m <= c.prompts_per_round,
+            "minibatch_size",
+            f"must be an integer in [1, prompts_per_round={c.prompts_per_round}], got {m!r}",
+        )
+        _require(
+            c.prompts_per_round % m == 0,
+            "minibatch_size",
+            f"must divide prompts_per_round={c.prompts_per_round}, got {m}",
+        )
     _require(
         c.pair_threshold >= 0, "pair_threshold", f"must be non-negative, got {c.pair_threshold}"
     )
@@ -232,13 +268,17 @@ def validate(c: BanditConfig) -> None:
 # ----------------------------------------------------------------------------------------------
 # Presets: the four shipped configurations of science.md §2 and on-policy counterparts.
 
-_ON = dict(mode="on_policy", prompts_per_round=10, rounds=100, steps_per_round=15)
+# n_train_contexts = P: the official scripts train on one fixed set of P prompts.
+_ON = dict(
+    mode="on_policy", prompts_per_round=10, n_train_contexts=10, rounds=100, steps_per_round=15
+)
 PRESETS: dict[str, BanditConfig] = {
     "offline_bon": BanditConfig(
         objective="bon",
         reward="R2",
         mode="offline",
         prompts_per_round=5,
+        n_train_contexts=5,
         rounds=1,
         steps_per_round=200,
         lr=1e-2,
@@ -249,6 +289,7 @@ PRESETS: dict[str, BanditConfig] = {
         reward="R2",
         mode="offline",
         prompts_per_round=100,
+        n_train_contexts=100,
         rounds=1,
         steps_per_round=200,
         lr=3e-3,
@@ -263,7 +304,8 @@ PRESETS: dict[str, BanditConfig] = {
     "onpolicy_asft": BanditConfig(objective="asft", reward="R1", lr=1e-3, **_ON),
 }
 """Budget of the on-policy presets: 100 rounds × 10 prompts × 10 samples = 10,000 reward
-queries and 1,500 gradient steps."""
+queries and 1,500 gradient steps. Every preset trains on a fixed pool of exactly its P prompts
+(``n_train_contexts``), like the official scripts; pass a larger pool to draw from many."""
 
 
 def preset(name: str, **overrides) -> BanditConfig:

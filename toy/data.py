@@ -47,6 +47,17 @@ class Round:
     def n_valid_pairs(self) -> Tensor:
         return self.valid_SPM.flatten(1).sum(-1)
 
+    def subset(self, idx_SM: Tensor) -> Round:
+        """The round restricted to M of its P prompts per seed (a minibatch), (S, M, ...)."""
+
+        def take(x: Tensor) -> Tensor:
+            return x.gather(1, idx_SM.view(*idx_SM.shape, *[1] * (x.dim() - 2)).expand(
+                -1, -1, *x.shape[2:]))  # fmt: skip
+
+        return Round(take(self.prompts_SP[..., None])[..., 0], *(take(getattr(self, f)) for f in
+                     ("arms_SPN", "rewards_SPN", "old_logps_SPN", "ref_logps_SPN", "winner_SPM",
+                      "loser_SPM", "valid_SPM")))  # fmt: skip
+
     @property
     def core(self) -> rounds.Round:
         """The shared ``rounds.Round`` view (seed axis S leading)."""

@@ -41,14 +41,17 @@ class Recorder:
     """Row t: evaluation statistics after t updates and the training statistics of update t
     (row 0 is the initial policy and has no training statistics)."""
 
-    def __init__(self, total_steps: int, n_seeds: int, n_arms: int, p: int, n: int):
-        rows = total_steps + 1
-        self.mean_p = torch.empty(rows, n_seeds, n_arms)
-        self.mean_logp = torch.empty(rows, n_seeds, n_arms)
-        self.neg_entropy = torch.empty(rows, n_seeds)
+    def __init__(self, total_steps: int, n_seeds: int, n_arms: int, p: int, n: int, m=None):
+        rows, m = total_steps + 1, m or p
+        self.queries_per_round = p * n
+        self.mean_p = torch.full((rows, n_seeds, n_arms), float("nan"))  # NaN: not evaluated
+        self.mean_logp = torch.full((rows, n_seeds, n_arms), float("nan"))
+        self.neg_entropy = torch.full((rows, n_seeds), float("nan"))
         self.loss = torch.full((rows, n_seeds), float("nan"))
         self.grad_norm = torch.full((rows, n_seeds), float("nan"))
-        self.batch_logps = torch.zeros(rows, n_seeds, p, n)
+        self.batch_logps = torch.zeros(rows, n_seeds, m, n)
+        self.batch_prompts = torch.arange(m).expand(rows, n_seeds, m).clone()
+        """Which of the round's P prompts each step's M-prompt minibatch holds."""
         self.round_of_step = torch.zeros(rows, dtype=torch.long)
         self.rounds: list[Round] = []
 
@@ -60,10 +63,22 @@ class Recorder:
         torch.mean(torch.linalg.vecdot(p, logp_SEK), 1, out=self.neg_entropy[step])
 
     @torch.no_grad()
-    def record_train(self, step: int, loss_S: Tensor, grad_norm_S: Tensor, logps_SPN: Tensor):
+    def record_eval_block(self, first: int, logp_BSEK: Tensor) -> None:
+        """``record_eval`` for steps ``first .. first + B - 1`` at once."""
+        rows = slice(first, first + logp_BSEK.shape[0])
+        p = logp_BSEK.exp()
+        torch.mean(p, 2, out=self.mean_p[rows])
+        torch.mean(logp_BSEK, 2, out=self.mean_logp[rows])
+        torch.mean(torch.linalg.vecdot(p, logp_BSEK), 2, out=self.neg_entropy[rows])
+
+    @torch.no_grad()
+    def record_train(self, step: int, loss_S: Tensor, grad_norm_S: Tensor, logps_SMN: Tensor,
+                     prompts_SM: Tensor | None = None):  # fmt: skip
         self.loss[step] = loss_S
         self.grad_norm[step] = grad_norm_S
-        self.batch_logps[step] = logps_SPN
+        self.batch_logps[step] = logps_SMN
+        if prompts_SM is not None:
+            self.batch_prompts[step] = prompts_SM
         self.round_of_step[step] = len(self.rounds) - 1
 
     def _pair_metrics(self) -> list[Tensor]:
@@ -86,7 +101,11 @@ class Recorder:
 
     def _pair_chunk(self, rows: slice, winner, loser, valid, ref) -> list[Tensor]:
         idx = self.round_of_step[rows]
-        winner, loser, valid, ref = winner[idx], loser[idx], valid[idx], ref[idx]
+        take = self.batch_prompts[rows][..., None]  # the steps' minibatch prompts
+        winner, loser, valid, ref = (
+            x[idx].gather(2, take.expand(-1, -1, -1, x.shape[-1]))
+            for x in (winner, loser, valid, ref)
+        )
         logps = self.batch_logps[rows]
         lw, ll = logps.gather(-1, winner).flatten(2), logps.gather(-1, loser).flatten(2)
         h = (lw - ref.gather(-1, winner).flatten(2)) - (ll - ref.gather(-1, loser).flatten(2))
@@ -110,7 +129,7 @@ class Recorder:
         """Long table, one row per (seed, step), with the METRIC_KEYS columns."""
         ref = ref_logp_K.exp()
         p, lp = self.mean_p, self.mean_logp
-        queries = (self.round_of_step + 1).float() * self.batch_logps[0, 0].numel()
+        queries = (self.round_of_step + 1).float() * self.queries_per_round
         queries[0] = 0.0
         cols = [
             p @ reward_K,

@@ -28,6 +28,7 @@ Reliability:
 from __future__ import annotations
 
 import argparse
+import copy
 import sys
 import warnings
 from dataclasses import dataclass
@@ -40,13 +41,16 @@ from tqdm.auto import tqdm
 
 import objectives
 import rounds
+from objectives._checks import values_checked_once
 from runio import NonFiniteError, cli_entry, deferred_validation
 from toy import runio as toy_runio
 from toy.bandit import CONTEXT_DIM, contexts, reference_probs, reward_vector
 from toy.config import PRESETS, BanditConfig, preset, validate
 from toy.data import Round, make_round, objective_inputs, reduce_per_seed, sample_arms
 from toy.metrics import Recorder
+from toy.optim import RowAdam
 from toy.policy import POLICIES, fit_to_reference, flatten_parameters, kl_to_reference
+from toy.threads import small_problem_threads
 
 # flatten_parameters gives the policy strided gradient views on purpose (see its docstring)
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
@@ -65,11 +69,28 @@ class RunResult:
     """True when ``--resume`` found the run complete and loaded it instead of training."""
 
 
-class _Problem:
-    """Everything fixed for a run: reference, reward, contexts, generators."""
+@dataclass(frozen=True)
+class Rows:
+    """The independent runs of one batched computation, one per row S: each row's seed and
+    learning rate, and per-row values of the objective's hyperparameters (``toy.sweep`` makes
+    grid points × seeds; a plain config makes one row per seed). Rows sharing a seed share its
+    contexts, prompt draws, uniforms and π_ref initialisation."""
 
-    def __init__(self, cfg: BanditConfig):
-        self.gens = [torch.Generator().manual_seed(s) for s in cfg.seeds]
+    seeds: tuple[int, ...]
+    lr: tuple[float, ...]
+    hp: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    """(name, one value per row) for hyperparameters that vary across rows."""
+
+    @classmethod
+    def of(cls, cfg: BanditConfig) -> Rows:
+        return cls(tuple(cfg.seeds), (cfg.lr,) * len(cfg.seeds))
+
+
+class _Problem:
+    """Everything fixed for a run: reference, reward, contexts, generators (one per row)."""
+
+    def __init__(self, cfg: BanditConfig, rows: Rows):
+        self.gens = [torch.Generator().manual_seed(s) for s in rows.seeds]
         self.ref_logp_K = reference_probs(cfg.n_arms, dtype=torch.float32).log()
         source = cfg.reward if cfg.reward_vector is None else cfg.reward_vector
         self.reward_K = reward_vector(source, cfg.n_arms, dtype=torch.float32)
@@ -80,12 +101,19 @@ class _Problem:
         return torch.stack([torch.rand(*shape, generator=g) for g in self.gens])
 
     def draw_prompts(self, n_train: int, p: int) -> torch.Tensor:
+        """Each round's P prompts: the whole pool when it holds exactly P (the official
+        setup: every training prompt once per round), else P draws with replacement."""
+        if n_train == p:
+            return torch.arange(p).expand(len(self.gens), p)
         return torch.stack([torch.randint(n_train, (p,), generator=g) for g in self.gens])
+
+    def permutations(self, p: int) -> torch.Tensor:
+        return torch.stack([torch.randperm(p, generator=g) for g in self.gens])
 
 
 def _collect(cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_logp_SPK) -> Round:
     """Sample N responses per prompt: round 0 and offline samples from π_ref, others fresh."""
-    s, p, n = len(cfg.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
+    s, p, n = len(prob.gens), cfg.prompts_per_round, cfg.samples_per_prompt
     n_off = rounds.offline_count(cfg.mode, n, rnd, cfg.offline_fraction)
     offline_SPN = rounds.offline_mask(n_off, (s, p, n))
     ref_probs = prob.ref_logp_K.exp().expand(s, p, -1)
@@ -115,27 +143,27 @@ def _collect(cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_log
 _INIT_CACHE: dict[tuple, dict[str, torch.Tensor]] = {}
 
 
-def _make_policy(cfg: BanditConfig, prob: _Problem) -> torch.nn.Module:
+def _make_policy(cfg: BanditConfig, prob: _Problem, rows: Rows) -> torch.nn.Module:
+    """The rows' policies at π_ref: fitted once per distinct seed, then copied to its rows."""
     if cfg.policy == "mlp":
         policy = POLICIES["mlp"](prob.gens)
     else:
         policy = POLICIES[cfg.policy](prob.gens, cfg.n_arms)
-    key = (
-        cfg.policy,
-        cfg.seeds,
-        cfg.n_arms,
-        cfg.init_steps,
-        cfg.init_lr,
-        cfg.init_contexts,
-        cfg.n_train_contexts,
-    )
+    unique = tuple(dict.fromkeys(rows.seeds))
+    first = torch.tensor([rows.seeds.index(u) for u in unique])
+    key = (cfg.policy, unique, cfg.n_arms, cfg.init_steps, cfg.init_lr, cfg.init_contexts,
+           cfg.n_train_contexts)  # fmt: skip
     if key not in _INIT_CACHE:
-        init_ctx = prob.train_ctx[:, : cfg.init_contexts]
-        fit_to_reference(policy, init_ctx, prob.ref_logp_K, cfg.init_steps, cfg.init_lr)
+        distinct = copy.deepcopy(policy)
+        for param in distinct.parameters():
+            param.data = param.data[first].clone()
+        init_ctx = prob.train_ctx[first, : cfg.init_contexts]
+        fit_to_reference(distinct, init_ctx, prob.ref_logp_K, cfg.init_steps, cfg.init_lr)
         if len(_INIT_CACHE) >= 64:
             _INIT_CACHE.pop(next(iter(_INIT_CACHE)))
-        _INIT_CACHE[key] = {k: v.clone() for k, v in policy.state_dict().items()}
-    policy.load_state_dict(_INIT_CACHE[key])
+        _INIT_CACHE[key] = {k: v.detach().clone() for k, v in distinct.state_dict().items()}
+    to_row = torch.tensor([unique.index(s) for s in rows.seeds])
+    policy.load_state_dict({k: v[to_row] for k, v in _INIT_CACHE[key].items()})
     return policy
 
 
@@ -144,7 +172,7 @@ def _update_baseline(cfg: BanditConfig, baseline_S, rnd: Round, r: int):
     return rounds.update_baseline(baseline_S, rnd.rewards_SPN, cfg.baseline_decay, first=r == 0)
 
 
-def _check_finite(cfg: BanditConfig, rec: Recorder, first: int, last: int) -> None:
+def _check_finite(cfg: BanditConfig, rows: Rows, rec: Recorder, first: int, last: int) -> None:
     """Raise ``NonFiniteError`` at the first (step, seed) of steps ``first..last`` whose loss or
     gradient norm is not finite. One vectorised test over the recorder's rows: called once per
     round, it costs nothing measurable."""
@@ -153,75 +181,178 @@ def _check_finite(cfg: BanditConfig, rec: Recorder, first: int, last: int) -> No
     if bool(ok.all()):
         return
     i, j = (~ok).nonzero()[0].tolist()  # row-major: the earliest step, then the first seed
-    step, t = first + i, cfg.steps_per_round
+    step, t = first + i, cfg.steps_in_round
     what = "gradient norm" if torch.isfinite(loss[i, j]) else "loss"
     raise NonFiniteError(
         f"non-finite {what} at step {step} (round {(step - 1) // t}, step {(step - 1) % t + 1} "
-        f"of the round), seed {cfg.seeds[j]}: loss {loss[i, j].item():.4g}, gradient norm "
-        f"{grad[i, j].item():.4g}; lower --lr or check --hp"
+        f"of the round), seed {rows.seeds[j]}{_row_note(rows, j)}: loss {loss[i, j].item():.4g}, "
+        f"gradient norm {grad[i, j].item():.4g}; lower --lr or check --hp"
     )
 
 
-def _check_final_policy(cfg: BanditConfig, rec: Recorder, step: int) -> None:
+def _row_note(rows: Rows, j: int) -> str:
+    """ ", lr 0.01, beta=0.3" for a row of a sweep whose values vary; "" otherwise."""
+    varies = len(set(rows.lr)) > 1 or rows.hp
+    if not varies:
+        return ""
+    return f", lr {rows.lr[j]:g}" + "".join(f", {k}={v[j]:g}" for k, v in rows.hp)
+
+
+def _check_final_policy(rows: Rows, rec: Recorder, step: int) -> None:
     """The last update has no loss after it: check the policy it produced."""
     ok = torch.isfinite(rec.mean_p[step]).all(-1)
     if not bool(ok.all()):
-        seed = cfg.seeds[int((~ok).nonzero()[0])]
+        j = int((~ok).nonzero()[0])
         raise NonFiniteError(
-            f"non-finite policy after the last update (step {step}), seed {seed}; "
-            "lower --lr or check --hp"
+            f"non-finite policy after the last update (step {step}), seed {rows.seeds[j]}"
+            f"{_row_note(rows, j)}; lower --lr or check --hp"
         )
 
 
-def train(cfg: BanditConfig) -> tuple[Recorder, _Problem]:
+class _EvalBuffer:
+    """Parameters after each update, evaluated in blocks: one batched forward over many steps'
+    parameter sets (rows = steps × S) instead of one small forward per step. The metrics are
+    the same numbers; the per-step forward was most of the loop's time."""
+
+    def __init__(self, policy: torch.nn.Module, flat: torch.Tensor, eval_ctx_SEC, rec: Recorder):
+        s, d = flat.shape
+        e = eval_ctx_SEC.shape[1]
+        self.block = max(1, min(64, 20_000 // (s * e)))  # ≤ ~20k context rows per forward
+        self.hist = torch.empty(self.block, s, d)
+        self.names = [name for name, _ in policy.named_parameters()]
+        self.sizes = [p[0].numel() for p in policy.parameters()]
+        self.shapes = [tuple(p.shape[1:]) for p in policy.parameters()]
+        self.policy, self.flat, self.rec, self.ctx = policy, flat, rec, eval_ctx_SEC
+        self.first, self.count = 0, 0
+
+    def push(self, step: int) -> None:
+        """Keep the current parameters as those of ``step`` (after ``step`` updates)."""
+        if self.count and step != self.first + self.count:  # blocks hold consecutive steps
+            self.flush()
+        if self.count == 0:
+            self.first = step
+        self.hist[self.count].copy_(self.flat.detach())
+        self.count += 1
+        if self.count == self.block:
+            self.flush()
+
+    @torch.no_grad()
+    def flush(self) -> None:
+        if not self.count:
+            return
+        b, s = self.count, self.hist.shape[1]
+        rows = self.hist[:b].reshape(b * s, -1)
+        params, offset = {}, 0
+        for name, size, shape in zip(self.names, self.sizes, self.shapes):
+            params[name] = rows[:, offset : offset + size].view(b * s, *shape)
+            offset += size
+        ctx = self.ctx.expand(b, *self.ctx.shape).reshape(b * s, *self.ctx.shape[1:])
+        logits = torch.func.functional_call(self.policy, params, (ctx,))
+        logp = torch.log_softmax(logits, -1).view(b, s, *logits.shape[1:])
+        self.rec.record_eval_block(self.first, logp)
+        self.count = 0
+
+
+def _row_hparams(obj, hp: dict, rows: Rows, s: int) -> dict:
+    """The objective's keyword hyperparameters with the per-row ones as (S, 1[, 1]) tensors
+    (shaped to broadcast against its inputs: pairs (S, B), groups (S, P, N))."""
+    out = dict(hp)
+    dims = 2 if obj.data == "groups" else 1
+    for name, values in rows.hp:
+        out[name] = torch.tensor(values, dtype=torch.float32).view(s, *[1] * dims)
+    return out
+
+
+def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Recorder, _Problem]:
     """The training loop of Algorithm 1; returns the filled recorder and the problem.
 
-    Raises ``runio.NonFiniteError`` (checked at the end of every round) when a loss or gradient
-    norm of any seed is NaN or infinite."""
-    obj, hp = objectives.get(cfg.objective), cfg.hparams()
+    ``rows`` (default: one row per seed of ``cfg``) are independent runs trained as one batched
+    computation (``toy.sweep``). Raises ``runio.NonFiniteError`` (checked at the end of every
+    round) when a loss or gradient norm of any row is NaN or infinite."""
+    rows = rows or Rows.of(cfg)
+    obj = objectives.get(cfg.objective)
+    hp = _row_hparams(obj, cfg.hparams(), rows, len(rows.seeds))
     wanted = set(obj.inputs) | set(obj.optional_inputs)
-    prob = _Problem(cfg)
-    s, p, n = len(cfg.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
-    policy = _make_policy(cfg, prob)
-    flat = flatten_parameters(policy)
-    opt = torch.optim.Adam([flat], lr=cfg.lr, fused=True)
-    rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n)
-    running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
-    baseline_S = torch.zeros(s) if running else None
-    bar = tqdm(total=cfg.total_steps, delay=3, disable=not cfg.progress, desc=cfg.run_name())
-    step = 0
-    try:
-        for r in range(cfg.rounds):
-            prompts_SP = prob.draw_prompts(cfg.n_train_contexts, p)
-            ctx_SPD = prob.train_ctx.gather(1, prompts_SP[..., None].expand(-1, -1, CONTEXT_DIM))
-            for t in range(cfg.steps_per_round):
-                with torch.no_grad():
-                    rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
-                train_logp = torch.log_softmax(policy(ctx_SPD), -1)
-                if t == 0:  # collect with the policy as it is at the start of the round
-                    rnd = _collect(cfg, prob, r, prompts_SP, train_logp.detach())
-                    rec.rounds.append(rnd)
-                logps_SPN = train_logp.gather(-1, rnd.arms_SPN)
-                inputs, mask = objective_inputs(obj.data, logps_SPN, rnd, baseline_S)
-                loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
-                loss_S = reduce_per_seed(loss, mask)
-                if cfg.kl_penalty:
-                    kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
-                    loss_S = loss_S + cfg.kl_penalty * kl_S
-                flat.grad.zero_()
-                loss_S.sum().backward()
-                step += 1
-                rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SPN)
-                opt.step()
-                bar.update()
-            _check_finite(cfg, rec, step - cfg.steps_per_round + 1, step)
-            if baseline_S is not None:
-                baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
-        with torch.no_grad():
-            rec.record_eval(step, torch.log_softmax(policy(prob.eval_ctx), -1))
-        _check_final_policy(cfg, rec, step)
-    finally:
-        bar.close()
+    prob = _Problem(cfg, rows)
+    s, p, n = len(rows.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
+    m = cfg.minibatch_size or p
+    with small_problem_threads(rows=s):
+        policy = _make_policy(cfg, prob, rows)
+        flat = flatten_parameters(policy)
+        opt = RowAdam(flat, torch.tensor(rows.lr))
+        rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n, m)
+        evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec)
+        fused = hasattr(policy, "backward_into")
+        running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
+        baseline_S = torch.zeros(s) if running else None
+        own_bar = bar is None  # a caller's bar (a sweep's) advances by S rows per step
+        if own_bar:
+            bar = tqdm(total=cfg.total_steps, delay=3, disable=not cfg.progress,
+                       desc=cfg.run_name())  # fmt: skip
+        per_step = 1 if own_bar else s
+        step = 0
+        try:
+            for r in range(cfg.rounds):
+                prompts_SP = prob.draw_prompts(cfg.n_train_contexts, p)
+                ctx_SPD = prob.train_ctx.gather(
+                    1, prompts_SP[..., None].expand(-1, -1, CONTEXT_DIM)
+                )
+                with torch.no_grad():  # collect with the policy as it is at the round's start
+                    collect_logp = torch.log_softmax(policy(ctx_SPD), -1)
+                rnd = _collect(cfg, prob, r, prompts_SP, collect_logp)
+                rec.rounds.append(rnd)
+                for _ in range(cfg.steps_per_round):
+                    batches = (
+                        [None]
+                        if m == p
+                        else prob.permutations(p).split(m, dim=1)  # a pass over the round
+                    )
+                    for idx_SM in batches:
+                        if step % cfg.eval_every == 0:
+                            evals.push(step)
+                        sub = rnd if idx_SM is None else rnd.subset(idx_SM)
+                        ctx = (
+                            ctx_SPD
+                            if idx_SM is None
+                            else ctx_SPD.gather(1, idx_SM[..., None].expand(-1, -1, CONTEXT_DIM))
+                        )
+                        if fused:  # hand-written MLP backward from the logits' gradient
+                            logits, saved = policy.forward_saving(ctx)
+                            logits.requires_grad_(True)
+                        else:
+                            logits = policy(ctx)
+                        train_logp = torch.log_softmax(logits, -1)
+                        logps_SMN = train_logp.gather(-1, sub.arms_SPN)
+                        inputs, mask = objective_inputs(obj.data, logps_SMN, sub, baseline_S)
+                        args = {k: inputs[k] for k in wanted & inputs.keys()}
+                        if step % cfg.steps_in_round:  # checked at each round's first step
+                            with values_checked_once():
+                                loss = obj.fn(**args, **hp)
+                        else:
+                            loss = obj.fn(**args, **hp)
+                        loss_S = reduce_per_seed(loss, mask)
+                        if cfg.kl_penalty:
+                            kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
+                            loss_S = loss_S + cfg.kl_penalty * kl_S
+                        if fused:
+                            loss_S.sum().backward()
+                            policy.backward_into(saved, logits.grad)
+                        else:
+                            flat.grad.zero_()
+                            loss_S.sum().backward()
+                        step += 1
+                        rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SMN, idx_SM)
+                        opt.step(flat.grad)
+                        bar.update(per_step)
+                _check_finite(cfg, rows, rec, step - cfg.steps_in_round + 1, step)
+                if baseline_S is not None:
+                    baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
+            evals.push(step)
+            evals.flush()
+            _check_final_policy(rows, rec, step)
+        finally:
+            if own_bar:
+                bar.close()
     return rec, prob
 
 
@@ -237,6 +368,7 @@ def run(cfg: BanditConfig) -> RunResult:
         return RunResult(cfg, metrics, dist_steps, dist, run_dir, loaded=True)
     rec, prob = train(cfg)
     keep = np.unique(np.r_[np.arange(0, cfg.total_steps + 1, cfg.dist_every), cfg.total_steps])
+    keep = keep[(keep % cfg.eval_every == 0) | (keep == cfg.total_steps)]
     result = RunResult(
         cfg,
         rec.frame(cfg.seeds, prob.reward_K, prob.ref_logp_K),

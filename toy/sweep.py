@@ -1,0 +1,322 @@
+"""Hyperparameter sweeps of the bandit, batched: every grid point × seed is one row of one
+computation whenever the shapes agree.
+
+    python -m toy.sweep --preset onpolicy_dpo --grid lr=1e-3,3e-3,1e-2 beta=0.03,0.1,0.3 \\
+        --seeds 0 1 2 --out runs/sweeps/dpo_lr_beta
+    python -m toy.sweep --preset onpolicy_bon --grid objective=bon,dpo,ipo --set reward=R2
+
+Grid keys are ``BanditConfig`` fields (``lr``, ``prompts_per_round``, ``objective``, ...) or the
+objective's hyperparameters (``beta``, ``tau``, ``lam``, ...). Points that differ only in ``lr``
+and in hyperparameters the objective accepts per row (tested automatically: the objective must
+give, with an (S, 1) tensor, exactly what it gives row by row with floats) share one batch: their
+learning rates and hyperparameters become per-row tensors. Points that differ in anything else
+(P, N, T, the objective, the reward, ...) run as separate batches, one after another. One
+progress bar covers the whole sweep.
+
+Outputs in ``--out`` (written atomically, so a killed sweep leaves no half-written table):
+
+- ``metrics.csv``: the tidy table, one row per (grid point, seed, evaluated step), with the grid
+  columns, ``seed``, ``step``, ``round`` and every metric of ``toy.metrics.METRIC_KEYS``;
+- ``summary.csv``: one row per (grid point, seed): final metrics and the first step at which
+  ``mass/optimal`` reaches 0.5 and 0.9 (NaN if never);
+- ``sweep.json``: the base config, the grid, the batches, versions and the git commit.
+
+From Python: ``toy.sweep.sweep(base, grid, seeds)`` returns the (metrics, summary) frames.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import objectives
+from runio import UserError, atomic_write, cli_entry, deferred_validation, git_sha, versions
+from toy.config import PRESETS, BanditConfig, preset, validate
+
+_FIELDS = {f.name: f for f in dataclasses.fields(BanditConfig)}
+_NOT_GRID = {"seeds", "hp", "name", "out_dir", "progress", "resume", "overwrite"}
+THRESHOLDS = (0.5, 0.9)
+
+
+@dataclasses.dataclass(frozen=True)
+class Point:
+    """One grid point: its values (grid key → value) and the config it resolves to."""
+
+    values: tuple[tuple[str, object], ...]
+    config: BanditConfig
+
+
+def _parse_value(key: str, raw: str, hp_names: set[str]) -> object:
+    """A grid value as the type of the field it sets (floats for hyperparameters)."""
+    if key in _FIELDS:
+        default = getattr(BanditConfig(), key)
+        kind = type(default) if default is not None else int
+        try:
+            if kind is bool:
+                return raw.lower() in ("1", "true", "yes")
+            if kind in (int, float):
+                return kind(float(raw)) if kind is int else float(raw)
+            return raw
+        except ValueError:
+            raise UserError(f"--grid {key}: cannot read {raw!r} as {kind.__name__}") from None
+    if key in hp_names:
+        return raw
+    raise UserError(
+        f"--grid {key}: not a BanditConfig field or a hyperparameter of the objective(s); "
+        f"fields: {', '.join(sorted(set(_FIELDS) - _NOT_GRID))}; hyperparameters: "
+        f"{', '.join(sorted(hp_names)) or 'none'}"
+    )
+
+
+def parse_grid(specs: Sequence[str], base: BanditConfig) -> dict[str, list[object]]:
+    """``["lr=1e-3,3e-3", "beta=0.1,0.3"]`` → {"lr": [0.001, 0.003], "beta": ["0.1", "0.3"]}."""
+    grid: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not values.strip():
+            raise UserError(f"--grid {spec!r}: expected key=v1,v2,...")
+        if key in _NOT_GRID:
+            raise UserError(f"--grid {key}: not sweepable (use --seeds for seeds)")
+        if key in grid:
+            raise UserError(f"--grid {key}: given twice")
+        grid[key] = [v.strip() for v in values.split(",") if v.strip()]
+    names = grid.get("objective", [base.objective])
+    hp_names = set()
+    for name in names:
+        if name not in objectives.OBJECTIVES:
+            raise UserError(f"--grid objective: unknown {name!r}; choose from "
+                            f"{sorted(objectives.OBJECTIVES)}")  # fmt: skip
+        hp_names |= set(objectives.get(name).defaults)
+    return {k: [_parse_value(k, v, hp_names) for v in vs] for k, vs in grid.items()}
+
+
+def expand(base: BanditConfig, grid: Mapping[str, Sequence[object]], seeds: Sequence[int]):
+    """Every grid point's validated config (each raises ``UserError`` naming the point)."""
+    points = []
+    keys = list(grid)
+    for combo in itertools.product(*(grid[k] for k in keys)):
+        values = tuple(zip(keys, combo))
+        fields = {k: v for k, v in values if k in _FIELDS}
+        hp = dict(h.split("=", 1) for h in base.hp)
+        hp.update({k: str(v) for k, v in values if k not in _FIELDS})
+        try:
+            hp_strings = tuple(f"{k}={v}" for k, v in hp.items())
+            with deferred_validation():
+                cfg = base.replace(**fields, hp=hp_strings, seeds=tuple(seeds), out_dir="",
+                                   progress=False, name=None)  # fmt: skip
+            validate(cfg)
+        except UserError as e:
+            raise UserError(f"grid point {dict(values)}: {e}") from None
+        points.append(Point(values, cfg))
+    return points
+
+
+_ROW_SAFE: dict[tuple[str, str], bool] = {}
+
+
+def row_safe(objective: str, name: str) -> bool:
+    """Whether ``objective`` computes, with hyperparameter ``name`` an (S, 1[, 1]) tensor, the
+    same losses as row by row with floats (then rows may differ in it)."""
+    key = (objective, name)
+    if key not in _ROW_SAFE:
+        _ROW_SAFE[key] = _check_row_safe(objectives.get(objective), name)
+    return _ROW_SAFE[key]
+
+
+def _check_row_safe(obj, name: str) -> bool:
+    default = obj.defaults.get(name)
+    if isinstance(default, bool) or not isinstance(default, (int, float)):
+        return False
+    g = torch.Generator().manual_seed(0)
+    shape = (2, 3, 4) if obj.data == "groups" else (2, 6)
+    logp = -torch.rand(shape, generator=g) * 3 - 0.01
+    inputs = {
+        "logps": logp, "rewards": torch.rand(shape, generator=g), "old_logps": logp * 1.1,
+        "ref_logps": logp * 0.9, "chosen_logps": logp, "rejected_logps": logp * 1.3 - 0.1,
+        "ref_chosen_logps": logp * 0.8, "ref_rejected_logps": logp * 1.2,
+    }  # fmt: skip
+    wanted = set(obj.inputs) | set(obj.optional_inputs)
+    args = {k: v for k, v in inputs.items() if k in wanted}
+    values = [max(float(default), 0.05) * 1.0, max(float(default), 0.05) * 0.5]
+    try:
+        tensor = torch.tensor(values).view(2, *[1] * (len(shape) - 1))
+        batched = obj.fn(**args, **{name: tensor})
+        rows = [obj.fn(**{k: v[i : i + 1] for k, v in args.items()}, **{name: values[i]})
+                for i in range(2)]  # fmt: skip
+        return torch.allclose(batched, torch.cat(rows), rtol=1e-6, atol=1e-7)
+    except Exception:
+        return False
+
+
+def _batch_key(point: Point) -> tuple:
+    """Points with equal keys run in one batch: the config with lr and row-safe hp blanked."""
+    cfg = point.config
+    hp = cfg.hparams()
+    shared = tuple(sorted((k, v) for k, v in hp.items() if not row_safe(cfg.objective, k)))
+    return (dataclasses.replace(cfg, lr=1.0, hp=()), shared)
+
+
+def batches(points: Sequence[Point]) -> list[list[Point]]:
+    """Points grouped by ``_batch_key``, in grid order of first appearance."""
+    groups: dict[tuple, list[Point]] = {}
+    for p in points:
+        groups.setdefault(_batch_key(p), []).append(p)
+    return list(groups.values())
+
+
+def _run_batch(group: list[Point], bar):
+    from toy.train import Rows, train
+
+    cfg0 = group[0].config
+    seeds = cfg0.seeds
+    defaults = cfg0.hparams()
+    varying = sorted(
+        k
+        for k in {k for p in group for k, v in p.config.hparams().items() if v != defaults[k]}
+        if row_safe(cfg0.objective, k)
+    )
+    hp_rows = []
+    for k in varying:
+        hp_rows.append((k, tuple(float(p.config.hparams()[k]) for p in group for _ in seeds)))
+    rows = Rows(
+        seeds=tuple(s for _ in group for s in seeds),
+        lr=tuple(p.config.lr for p in group for _ in seeds),
+        hp=tuple(hp_rows),
+    )
+    rec, prob = train(cfg0, rows, bar=bar)  # per-row values override cfg0's
+    frame = rec.frame(rows.seeds, prob.reward_K, prob.ref_logp_K)
+    n_steps = cfg0.total_steps + 1
+    frame.insert(0, "_row", np.repeat(np.arange(len(rows.seeds)), n_steps))
+    return frame
+
+
+def summarise(metrics, keys: Sequence[str]):
+    """Per (grid point, seed): the last evaluated step's metrics and steps to each threshold."""
+    import pandas as pd
+
+    by = [*keys, "seed"]
+    ev = metrics.dropna(subset=["reward/expected"])
+    last = ev.sort_values("step").groupby(by, sort=False).tail(1).set_index(by)
+    out = last[["step", "reward/expected", "mass/optimal", "policy/kl_ref", "policy/entropy"]]
+    out = out.rename(columns={"step": "final_step"})
+    for th in THRESHOLDS:
+        hit = ev[ev["mass/optimal"] >= th].groupby(by, sort=False).step.min()
+        out[f"steps_to_{th:g}"] = hit.reindex(out.index)
+    return pd.DataFrame(out).reset_index()
+
+
+def sweep(base: BanditConfig, grid: Mapping[str, Sequence[object]], seeds: Sequence[int],
+          progress: bool = True):  # fmt: skip
+    """Run every grid point × seed; returns (metrics, summary) DataFrames (see module doc)."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    points = expand(base, grid, seeds)
+    groups = batches(points)
+    total = sum(p.config.total_steps * len(seeds) for p in points)
+    frames = []
+    with tqdm(total=total, disable=not progress, desc="sweep", unit="row-step", delay=1) as bar:
+        for group in groups:
+            frame = _run_batch(group, bar)
+            cols = {k: [] for k, _ in group[0].values}
+            for p in group:
+                for k, v in p.values:
+                    cols[k].append(v)
+            per_row = {
+                k: np.repeat(np.asarray(v, dtype=object), len(seeds)) for k, v in cols.items()
+            }
+            for k, v in per_row.items():
+                frame.insert(0, k, v[frame["_row"].to_numpy()])
+            frames.append(frame.drop(columns="_row"))
+    metrics = pd.concat(frames, ignore_index=True)
+    metrics = metrics[metrics["reward/expected"].notna() | metrics["loss/train"].notna()]
+    keys = list(grid)
+    for k in keys:  # numbers as numbers (hyperparameters arrive as strings)
+        try:
+            metrics[k] = metrics[k].astype(float)
+        except (TypeError, ValueError):
+            pass
+    return metrics, summarise(metrics, keys), groups
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", default=None, help=f"base config: one of {', '.join(PRESETS)}")
+    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                   help="override base-config fields (e.g. reward=R2 rounds=50)")  # fmt: skip
+    p.add_argument("--hp", nargs="*", default=[], help="fixed objective hyperparameters")
+    p.add_argument("--eval-every", type=int, default=None, help="see BanditConfig.eval_every")
+    p.add_argument("--out", default=None, help="output directory (default: print the summary)")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _base(args) -> BanditConfig:
+    base = preset(args.preset) if args.preset else BanditConfig()
+    changes: dict[str, object] = {}
+    for spec in args.set:
+        key, sep, raw = spec.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in _FIELDS or key in _NOT_GRID:
+            raise UserError(f"--set {spec!r}: expected FIELD=VALUE with a BanditConfig field")
+        changes[key] = _parse_value(key, raw.strip(), set())
+    if args.hp:
+        changes["hp"] = tuple(args.hp)
+    if args.eval_every is not None:
+        changes["eval_every"] = args.eval_every
+    with deferred_validation():
+        base = base.replace(**changes)
+    validate(base)
+    return base
+
+
+def main(argv: list[str] | None = None):
+    args = _parser().parse_args(argv)
+    base = _base(args)
+    grid = parse_grid(args.grid, base)
+    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
+        raise UserError("--seeds: non-negative integers without repeats")
+    start = time.perf_counter()
+    metrics, summary, groups = sweep(base, grid, args.seeds, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    keys = list(grid)
+    table = summary.groupby(keys, sort=False)[["reward/expected", "steps_to_0.9"]].agg(
+        ["mean", "std"]
+    )
+    print(table.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"{len(summary)} runs in {len(groups)} batch(es), {seconds:.1f}s")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
+        atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+        info = {
+            "base": dataclasses.asdict(base),
+            "grid": {k: list(map(str, v)) for k, v in grid.items()},
+            "seeds": list(args.seeds),
+            "batches": [[dict(p.values) for p in g] for g in groups],
+            "seconds": round(seconds, 2),
+            "versions": versions(),
+            "git": git_sha(),
+        }
+        text = json.dumps(info, indent=1, default=str)
+        atomic_write(out / "sweep.json", lambda tmp: tmp.write_text(text))
+        print(f"wrote {out}/metrics.csv, summary.csv, sweep.json")
+    return metrics, summary
+
+
+if __name__ == "__main__":
+    sys.exit(cli_entry(main))

@@ -1,0 +1,86 @@
+"""Intra-op thread policy for the bandit's small tensors.
+
+    from toy.threads import small_problem_threads
+    with small_problem_threads(rows=S):  # S: independent runs batched in one computation
+        ...  # training loop
+
+The bandit's tensors are tiny (a 110k-parameter MLP on 10 contexts per row), so a step is bound
+by per-operation overhead, not arithmetic: a second intra-op thread buys little on an idle
+machine and, when other processes keep the cores busy, each parallel region waits for a
+descheduled worker thread and the run collapses (issue 12: 5 min 8 s instead of 4.9 s).
+
+Rule (RULE_TEXT, measured by ``measure_rule`` below): THREADS_RULE_DOC
+
+Precedence: ``n_threads`` given explicitly, then the ``MODESEEK_THREADS`` environment variable,
+then ``OMP_NUM_THREADS`` (the user's explicit choice wins over the rule), then the rule. The
+previous ``torch.get_num_threads()`` is restored on exit, also on exceptions.
+``torch.set_num_interop_threads`` is left alone: it can be set only once per process, before
+any inter-op work, and the bandit uses no inter-op parallelism.
+
+``torch.set_num_threads`` is process-wide: do not nest this around code running in other
+Python threads that expects its own setting.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+ENV_VARS = ("MODESEEK_THREADS", "OMP_NUM_THREADS")
+"""Explicit user settings, checked in this order; the first set to a positive integer wins."""
+
+MULTI_THREAD_ROWS = 10**9
+"""Batches with at least this many rows may use more than one thread (see the module doc)."""
+
+
+def _from_env() -> int | None:
+    for name in ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if value:
+            try:
+                n = int(value)
+            except ValueError:
+                continue
+            if n >= 1:
+                return n
+    return None
+
+
+def thread_policy(rows: int) -> int:
+    """Intra-op threads for a batch of ``rows`` independent bandit runs, ignoring the
+    environment (see the module docstring for the measurements behind it)."""
+    if rows >= MULTI_THREAD_ROWS:
+        return min(2, os.cpu_count() or 1)
+    return 1
+
+
+def resolve_threads(rows: int | None = None, n_threads: int | None = None) -> int:
+    """The thread count ``small_problem_threads`` would use: ``n_threads``, else the
+    environment (``MODESEEK_THREADS``, ``OMP_NUM_THREADS``), else ``thread_policy(rows)``
+    (``rows`` None counts as 1)."""
+    if n_threads is not None:
+        if n_threads < 1:
+            raise ValueError(f"n_threads must be >= 1, got {n_threads}")
+        return int(n_threads)
+    env = _from_env()
+    if env is not None:
+        return env
+    return thread_policy(1 if rows is None else rows)
+
+
+@contextlib.contextmanager
+def small_problem_threads(rows: int | None = None, n_threads: int | None = None) -> Iterator[int]:
+    """Set torch's intra-op threads for a small problem of ``rows`` batched runs; restore the
+    previous count on exit. Yields the count used. See ``resolve_threads`` for precedence."""
+    previous = torch.get_num_threads()
+    wanted = resolve_threads(rows, n_threads)
+    if wanted != previous:
+        torch.set_num_threads(wanted)
+    try:
+        yield wanted
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
