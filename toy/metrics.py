@@ -11,9 +11,13 @@ per step); every metric is then computed at once, vectorised over steps, by ``Re
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:  # pandas is imported where a table is built, not on the training path
+    import pandas as pd
 from torch import Tensor
 
 from toy.data import Round
@@ -144,6 +148,8 @@ class Recorder:
         ]
         rows, n_seeds = self.loss.shape
         data = torch.stack(cols, -1).transpose(0, 1).reshape(rows * n_seeds, -1)
+        import pandas as pd
+
         df = pd.DataFrame(data.double().numpy(), columns=list(METRIC_KEYS))
         df.insert(0, "seed", np.repeat(np.asarray(seeds), rows))
         df.insert(1, "step", np.tile(np.arange(rows), n_seeds))

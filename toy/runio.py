@@ -19,9 +19,12 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # pandas is imported where a table is read, not on the training path
+    import pandas as pd
 
 from runio import (
     UserError,
@@ -172,6 +175,8 @@ def load_metrics(run_dir: str | Path) -> pd.DataFrame:
     """The metrics of a complete run (a ``UserError`` for an incomplete one)."""
     run_dir = Path(run_dir)
     _require_complete(run_dir)
+    import pandas as pd
+
     return pd.read_json(run_dir / "metrics.jsonl", lines=True)
 
 

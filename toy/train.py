@@ -33,10 +33,13 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import torch
+
+if TYPE_CHECKING:  # pandas is imported where a table is built, not on the training path
+    import pandas as pd
 from tqdm.auto import tqdm
 
 import objectives
