@@ -220,7 +220,7 @@ class _EvalBuffer:
     def __init__(self, policy: torch.nn.Module, flat: torch.Tensor, eval_ctx_SEC, rec: Recorder):
         s, d = flat.shape
         e = eval_ctx_SEC.shape[1]
-        self.block = max(1, min(64, 20_000 // (s * e)))  # ≤ ~20k context rows per forward
+        self.block = max(1, min(64, 2_000 // (s * e)))  # ≤ ~2k context rows per forward
         self.hist = torch.empty(self.block, s, d)
         self.names = [name for name, _ in policy.named_parameters()]
         self.sizes = [p[0].numel() for p in policy.parameters()]
