@@ -80,13 +80,25 @@ def final(metrics, y: str = "reward/expected"):
     return last.mean(), last.std(ddof=0)
 
 
+def fixed_pool(kw: dict) -> dict:
+    """Paper A's sweeps over P train on one fixed set of P prompts, each used once per round
+    (the presets' ``n_train_contexts`` = P, the official ``num_train_states``). A preset whose
+    ``prompts_per_round`` is overridden keeps its own pool size otherwise, and a pool smaller
+    than P would repeat prompts within a round; so the pool follows P unless it is given."""
+    if "prompts_per_round" in kw:
+        kw.setdefault("n_train_contexts", kw["prompts_per_round"])
+    return kw
+
+
 def onpolicy(objective: str, reward: str, seed_tuple: tuple[int, ...], quick: bool, **kw):
     """The on-policy bandit config every figure shares for ``objective`` (10 prompts × 10
-    samples, T 15, lr 1e-3, 100 rounds; 3 rounds in quick mode)."""
+    samples, T 15, lr 1e-3, 100 rounds; 3 rounds in quick mode). Overriding
+    ``prompts_per_round`` also sets the training pool to those P prompts (``fixed_pool``)."""
     from toy.config import preset
     from toy.gradients import BANDIT_HP
 
     kw.setdefault("rounds", 3 if quick else 100)
+    fixed_pool(kw)
     return preset(
         "onpolicy_bon",
         objective=objective,
@@ -99,11 +111,13 @@ def onpolicy(objective: str, reward: str, seed_tuple: tuple[int, ...], quick: bo
 
 def offline(objective: str, reward: str, seed_tuple: tuple[int, ...], quick: bool, **kw):
     """One round of π_ref samples (100 prompts × 10), then T steps at lr 3e-3 (offline IPO's
-    settings; 300 steps, 10 in quick mode)."""
+    settings; 300 steps, 10 in quick mode). Overriding ``prompts_per_round`` also sets the
+    training pool to those P prompts (``fixed_pool``)."""
     from toy.config import preset
     from toy.gradients import BANDIT_HP
 
     kw.setdefault("steps_per_round", 10 if quick else 300)
+    fixed_pool(kw)
     return preset(
         "offline_ipo",
         objective=objective,

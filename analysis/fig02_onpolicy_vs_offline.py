@@ -3,9 +3,12 @@ reward queries (paper A, finding 1).
 
 On-policy: 10 prompts × 10 samples per round, 100 rounds × 15 steps, lr 1e-3 (10,000 queries).
 Offline: one round of π_ref samples, 1,500 steps, lr 1e-2, with 5 prompts (50 queries; the
-steps panels) and 5 / 50 / 500 prompts (the queries panels). 5 seeds, mean ± std.
+steps panels) and 5 / 50 / 500 prompts (the queries panels; 500 steps each). Every run trains
+on one fixed set of its P prompts, each used once per round (``n_train_contexts`` = P, as the
+presets and the official code do). 5 seeds, mean ± std.
 
-Command: ``python -m analysis.make_figures --only fig02`` (~55 s on a 2-core CPU, clean cache).
+Command: ``python -m analysis.make_figures --only fig02`` (~2.3 min on a busy 2-core CPU, clean
+cache).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ def main(quick: bool = False) -> None:
                     reward=reward,
                     seeds=s,
                     prompts_per_round=p,
+                    n_train_contexts=p,  # one fixed set of P prompts, as the preset's 5
                     steps_per_round=steps // 3,
                 )
             )
