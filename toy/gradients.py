@@ -19,7 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -36,6 +36,8 @@ from toy.policy import MLPPolicy, TabularPolicy
 BANDIT_HP: dict[str, tuple[str, ...]] = {"ipo": ("tau=0.05",)}
 # the objectives ``mass`` compares when none is named
 MASS_DEFAULT = ("sft", "dpo", "ipo", "simpo", "asft", "orpo", "slic")
+# the tuned learning rates and hyperparameters ``steps --tuned`` reads (``analysis.tune``)
+TUNED_JSON = Path(__file__).resolve().parent.parent / "figures" / "data" / "tuned.json"
 
 
 def steps_to_mass(
@@ -44,39 +46,66 @@ def steps_to_mass(
     reward: str = "R1",
     seeds: tuple[int, ...] = (0, 1, 2),
     hp: Sequence[str] = (),
+    tuned: Mapping[str, Mapping] | None = None,
+    progress: bool = False,
     **overrides,
 ) -> pd.DataFrame:
     """Gradient steps until the policy puts each threshold of mass on the optimal arm
     (on-policy, 10 prompts × 10 samples, 1,500 steps): the mean over the seeds that get there,
     and how many do (NaN when none). ``hp`` (``key=value``) is added to each objective's bandit
-    hyperparameters (``BANDIT_HP``), overriding them. Every config is built, and so checked,
-    before the first run starts."""
-    from toy.train import run
+    hyperparameters (``BANDIT_HP``), overriding them. ``tuned`` (objective → {"lr": ...,
+    "hp": [...]}, e.g. ``figures/data/tuned.json``'s ``on_policy``; see ``analysis.tune``)
+    replaces the shared lr and ``BANDIT_HP`` per objective (``hp`` and ``overrides`` still win).
+    Every config is built, and so checked, before anything runs; then all objectives run
+    through ``toy.sweep`` (one batch each) under one progress bar."""
+    from toy import sweep as toy_sweep
 
-    configs = []
+    points = []
     for name in names:
+        own_hp, own = BANDIT_HP.get(name, ()), {}
+        if tuned is not None:
+            if name not in tuned:
+                raise UserError(f"steps: no tuned values for {name!r} (tuned: {sorted(tuned)})")
+            own_hp, own = tuple(tuned[name].get("hp", ())), {"lr": float(tuned[name]["lr"])}
         cfg = preset(
             "onpolicy_bon",
             objective=name,
-            hp=(*BANDIT_HP.get(name, ()), *hp),
+            hp=(*own_hp, *hp),
             reward=reward,
             seeds=seeds,
             out_dir="",
             progress=False,
+            **own,
         ).replace(**overrides)
         cfg.hparams()  # parses and range-checks hp now, not after the previous runs
-        configs.append(cfg)
+        points += toy_sweep.expand(cfg, {"objective": [name]}, seeds)
+    m, _ = toy_sweep.run_points(points, seeds, progress=progress, desc="steps")
     rows = []
-    for name, cfg in zip(names, configs):
-        m = run(cfg).metrics
+    for name, cfg in zip(names, (p.config for p in points)):
+        own = m[m.objective == name]
         row = {"objective": name}
         for th in thresholds:
-            hit = m[m["mass/optimal"] >= th].groupby("seed").step.min()
+            hit = own[own["mass/optimal"] >= th].groupby("seed").step.min()
             reached = hit.reindex(list(seeds))
             row[f"steps to {th:.0%}"] = reached.mean()
             row[f"seeds reaching {th:.0%}"] = int(reached.notna().sum())
+        if tuned is not None:
+            row["lr"], row["hp"] = cfg.lr, " ".join(cfg.hp)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def load_tuned(path: str | Path = TUNED_JSON, setting: str = "on_policy") -> dict:
+    """objective → {"lr", "hp"} from ``analysis.tune``'s JSON (its ``setting`` section)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"--tuned {path}: no such file; run `python -m analysis.tune` first")
+    try:
+        return json.loads(path.read_text())[setting]
+    except (ValueError, KeyError):
+        raise UserError(f"--tuned {path}: not analysis.tune's JSON (no {setting!r})") from None
 
 
 def _policy(kind: str, seed: int = 0):
@@ -161,6 +190,10 @@ def _parser() -> argparse.ArgumentParser:
     steps.add_argument("--objective", nargs="*", default=None)
     steps.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     steps.add_argument("--reward", default="R1")
+    steps.add_argument("--tuned", nargs="?", const=TUNED_JSON, default=None, metavar="JSON",
+                       help="each objective's tuned lr and hyperparameters (analysis.tune; "
+                       f"default file {TUNED_JSON}) instead of the shared lr 1e-3")  # fmt: skip
+    steps.add_argument("--no-progress", action="store_true")
     for p in sub.choices.values():
         p.add_argument("--hp", nargs="*", default=[], help="objective hyperparameters k=v")
         p.add_argument("--out", default=None, help="also write the table to this CSV file")
@@ -282,6 +315,8 @@ def _dispatch(args) -> pd.DataFrame:
         reward=args.reward,
         seeds=tuple(args.seeds),
         hp=tuple(args.hp),
+        tuned=load_tuned(args.tuned) if args.tuned else None,
+        progress=not args.no_progress,
     )
 
 

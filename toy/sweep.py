@@ -218,14 +218,28 @@ def summarise(metrics, keys: Sequence[str]):
 def sweep(base: BanditConfig, grid: Mapping[str, Sequence[object]], seeds: Sequence[int],
           progress: bool = True):  # fmt: skip
     """Run every grid point × seed; returns (metrics, summary) DataFrames (see module doc)."""
+    metrics, groups = run_points(expand(base, grid, seeds), seeds, progress)
+    keys = list(grid)
+    for k in keys:  # numbers as numbers (hyperparameters arrive as strings)
+        try:
+            metrics[k] = metrics[k].astype(float)
+        except (TypeError, ValueError):
+            pass
+    return metrics, summarise(metrics, keys), groups
+
+
+def run_points(points: Sequence[Point], seeds: Sequence[int], progress: bool = True,
+               desc: str = "sweep"):  # fmt: skip
+    """Run points that ``expand`` built, possibly from different base configs (e.g. one per
+    objective, each with its own lr and hyperparameters), batched as in ``sweep`` under one
+    progress bar; every point must have the same grid keys. Returns (metrics, batches)."""
     import pandas as pd
     from tqdm.auto import tqdm
 
-    points = expand(base, grid, seeds)
     groups = batches(points)
     total = sum(p.config.total_steps * len(seeds) for p in points)
     frames = []
-    with tqdm(total=total, disable=not progress, desc="sweep", unit="row-step", delay=1) as bar:
+    with tqdm(total=total, disable=not progress, desc=desc, unit="row-step", delay=1) as bar:
         for group in groups:
             frame = _run_batch(group, bar)
             cols = {k: [] for k, _ in group[0].values}
@@ -240,13 +254,7 @@ def sweep(base: BanditConfig, grid: Mapping[str, Sequence[object]], seeds: Seque
             frames.append(frame.drop(columns="_row"))
     metrics = pd.concat(frames, ignore_index=True)
     metrics = metrics[metrics["reward/expected"].notna() | metrics["loss/train"].notna()]
-    keys = list(grid)
-    for k in keys:  # numbers as numbers (hyperparameters arrive as strings)
-        try:
-            metrics[k] = metrics[k].astype(float)
-        except (TypeError, ValueError):
-            pass
-    return metrics, summarise(metrics, keys), groups
+    return metrics, groups
 
 
 def _parser() -> argparse.ArgumentParser:
