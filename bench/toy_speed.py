@@ -1,62 +1,563 @@
-"""Wall time of a 1,500-step bandit run (10 prompts × N 10, 100 rounds × T 15, MLP policy, all
-metrics), for 1 seed and for 5 seeds batched, split into the π_ref initialisation and the loop.
+"""Speed of the bandit: on-policy BoN on R1 (preset ``onpolicy_bon``: 10 prompts × N 10, 100
+rounds × T 15 = 1,500 steps, MLP policy, every metric), 1 seed and 5 seeds batched.
 
-    python -m bench.toy_speed [--repeats 3]
+    python -m bench.toy_speed [--repeats 3] [--load K] [--threads N] [--sweep]
 
-Reports the best of ``repeats`` (the machine is noisy) with the thread count. Not a test.
+Reports, best and median of ``--repeats``:
+
+- in-process, after imports: ``toy.train.run`` with ``out_dir=""`` (π_ref initialisation, the
+  loop, the metrics table), split into the π_ref initialisation (a cold run minus a run whose
+  fitted initialisation is cached) and the rest;
+- a per-step split of the loop (evaluation-metric forward, train forward + objective, backward,
+  optimiser, the rest) from a separate instrumented copy of the loop built from ``toy.train``'s
+  pieces; if those pieces have changed, it prints "split unavailable" and goes on;
+- whole processes: ``python -m toy.train --preset onpolicy_bon --seeds 0 --out-dir ''
+  --no-progress`` and the import costs from ``python -X importtime -c "import toy.train"``;
+- ``--load K``: K CPU-bound busy-loop processes, started here and always stopped (also on
+  Ctrl-C). Idle and loaded measurements alternate (idle, loaded, idle, loaded, ...) so both see
+  the same machine; the ratio loaded/idle of the medians is printed;
+- ``--sweep``: the whole-process time of ``python -m toy.sweep ...`` when ``toy/sweep.py``
+  exists (skipped otherwise).
+
+Ends with markdown tables (README's table is regenerated from them). Not a test. Other
+processes on the machine change every number: the header prints the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing as mp
+import os
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
-import torch
+# torch and toy are imported lazily: the busy-loop children (spawned) import this module and
+# must start in milliseconds.
 
-from toy.config import preset
-from toy.policy import MLPPolicy
-from toy.train import _INIT_CACHE, train
-
-
-def time_run(n_seeds: int, init_steps: int | None = None) -> float:
-    cfg = preset("onpolicy_bon", seeds=tuple(range(n_seeds)), out_dir="", progress=False)
-    if init_steps is not None:
-        cfg = cfg.replace(init_steps=init_steps)
-    _INIT_CACHE.clear()  # time the π_ref initialisation every time
-    start = time.perf_counter()
-    train(cfg)
-    return time.perf_counter() - start
+REPO = Path(__file__).resolve().parent.parent
+PRESET = "onpolicy_bon"
+SWEEP_ARGS = "--preset onpolicy_dpo --grid lr=1e-3,3e-3,1e-2 beta=0.03,0.1,0.3 --seeds 0 1 2 3 4"
+"""Default ``--sweep-args``: issue 12's sweep over 9 grid points × 5 seeds (45 runs)."""
+IMPORT_ROOTS = ("torch", "numpy", "pandas", "tyro", "tqdm", "objectives", "rounds", "runio")
 
 
-def eval_forward_ms(n_seeds: int, repeats: int = 300) -> float:
-    """The floor set by the metrics: one no-grad forward over the 100 evaluation contexts."""
-    gens = [torch.Generator().manual_seed(s) for s in range(n_seeds)]
-    policy, ctx = MLPPolicy(gens), torch.rand(n_seeds, 100, 100)
-    with torch.no_grad():
-        policy(ctx)
+# ---------------------------------------------------------------------------- background load
+
+
+def _spin(go, stop) -> None:
+    """A CPU-bound busy loop (pure Python) while ``go`` is set, until ``stop``."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    x = 0
+    while not stop.is_set():
+        if not go.wait(0.05):
+            continue
+        for _ in range(20_000):  # ~1 ms between checks
+            x += 1
+
+
+class BusyLoad:
+    """K spinning processes, switched on and off with ``on()``/``off()``; ``close()`` stops
+    them (use as a context manager so they stop on any exit, Ctrl-C included)."""
+
+    def __init__(self, k: int):
+        ctx = mp.get_context("spawn")
+        self.go, self.stop = ctx.Event(), ctx.Event()
+        self.procs = [
+            ctx.Process(target=_spin, args=(self.go, self.stop), daemon=True, name=f"busy{i}")
+            for i in range(k)
+        ]
+        for p in self.procs:
+            p.start()
+
+    def on(self) -> None:
+        if self.procs:
+            self.go.set()
+            time.sleep(0.2)  # let the spinners reach the CPU
+
+    def off(self) -> None:
+        self.go.clear()
+        if self.procs:
+            time.sleep(0.1)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.go.set()
+        for p in self.procs:
+            p.join(timeout=2)
+        for p in self.procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=2)
+        self.procs = []
+
+    def __enter__(self) -> BusyLoad:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+# ---------------------------------------------------------------------------- in-process
+
+
+def _config(n_seeds: int):
+    from toy.config import preset
+
+    return preset(PRESET, seeds=tuple(range(n_seeds)), out_dir="", progress=False)
+
+
+def _clear_init_cache() -> bool:
+    """Forget fitted π_ref initialisations; False when ``toy.train`` has no such cache."""
+    try:
+        from toy.train import _INIT_CACHE
+    except ImportError:
+        return False
+    _INIT_CACHE.clear()
+    return True
+
+
+def time_in_process(n_seeds: int) -> dict[str, float]:
+    """One cold ``run`` (π_ref fitted) and one warm ``run`` (fit cached): seconds."""
+    from toy.train import run
+
+    cfg = _config(n_seeds)
+    out = {}
+    if _clear_init_cache():
         start = time.perf_counter()
-        for _ in range(repeats):
-            torch.log_softmax(policy(ctx), -1)
-    return (time.perf_counter() - start) / repeats * 1e3
+        run(cfg)
+        out["total"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run(cfg)
+        out["warm"] = time.perf_counter() - start
+    else:  # no cache: the initialisation is skipped instead (init_steps=0)
+        start = time.perf_counter()
+        run(cfg)
+        out["total"] = time.perf_counter() - start
+        start = time.perf_counter()
+        run(cfg.replace(init_steps=0))
+        out["warm"] = time.perf_counter() - start
+    out["init"] = max(0.0, out["total"] - out["warm"])
+    return out
+
+
+def threads_used(n_rows: int) -> int:
+    """The intra-op thread count ``toy.train`` runs ``n_rows`` rows with."""
+    import torch
+
+    try:
+        from toy.threads import resolve_threads
+    except ImportError:
+        return torch.get_num_threads()
+    return resolve_threads(rows=n_rows)
+
+
+# ---------------------------------------------------------------------------- instrumented split
+
+SPLIT_PHASES = ("eval", "collect", "forward", "backward", "optim", "record", "metrics")
+SPLIT_NAMES = {
+    "eval": "eval-metric forward",
+    "collect": "collect (per round)",
+    "forward": "train forward + objective",
+    "backward": "backward",
+    "optim": "optimiser",
+    "record": "record + checks",
+    "metrics": "metrics table",
+}
+
+
+def instrumented_split(n_seeds: int) -> dict[str, float] | str:
+    """Seconds per phase of one run (init, then the loop's phases), from a copy of
+    ``toy.train.train``'s loop with timers; a string saying why when ``toy.train``'s pieces
+    are not the ones this copy knows."""
+    try:
+        import torch
+
+        import objectives
+        from toy.bandit import CONTEXT_DIM
+        from toy.data import objective_inputs, reduce_per_seed
+        from toy.metrics import Recorder
+        from toy.optim import RowAdam
+        from toy.policy import flatten_parameters, kl_to_reference
+        from toy.train import (
+            Rows,
+            _collect,
+            _EvalBuffer,
+            _make_policy,
+            _Problem,
+            _row_hparams,
+            _update_baseline,
+            train,
+        )
+
+        try:
+            from toy.threads import small_problem_threads
+        except ImportError:
+            small_problem_threads = None
+    except ImportError as err:
+        return f"split unavailable ({err})"
+
+    cfg = _config(n_seeds)
+    if getattr(cfg, "minibatch_size", None) not in (None, cfg.prompts_per_round):
+        return "split unavailable (minibatch preset)"
+    t: dict[str, float] = dict.fromkeys(("init", *SPLIT_PHASES), 0.0)
+    clock = time.perf_counter
+    try:
+        rows = Rows.of(cfg)
+        obj = objectives.get(cfg.objective)
+        hp = _row_hparams(obj, cfg.hparams(), rows, len(rows.seeds))
+        wanted = set(obj.inputs) | set(obj.optional_inputs)
+        s, p, n = len(rows.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
+        no_policy = contextlib.nullcontext()
+        with small_problem_threads(rows=s) if small_problem_threads else no_policy:
+            _clear_init_cache()
+            t0 = clock()
+            prob = _Problem(cfg, rows)
+            policy = _make_policy(cfg, prob, rows)
+            flat = flatten_parameters(policy)
+            opt = RowAdam(flat, torch.tensor(rows.lr))
+            rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n, p)
+            evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec)
+            running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
+            baseline_S = torch.zeros(s) if running else None
+            t["init"] = clock() - t0
+            step = 0
+            for r in range(cfg.rounds):
+                t0 = clock()
+                prompts_SP = prob.draw_prompts(cfg.n_train_contexts, p)
+                ctx = prob.train_ctx.gather(1, prompts_SP[..., None].expand(-1, -1, CONTEXT_DIM))
+                with torch.no_grad():
+                    collect_logp = torch.log_softmax(policy(ctx), -1)
+                rnd = _collect(cfg, prob, r, prompts_SP, collect_logp)
+                rec.rounds.append(rnd)
+                t1 = clock()
+                t["collect"] += t1 - t0
+                for _ in range(cfg.steps_per_round):
+                    evals.push(step)
+                    t2 = clock()
+                    train_logp = torch.log_softmax(policy(ctx), -1)
+                    logps_SMN = train_logp.gather(-1, rnd.arms_SPN)
+                    inputs, mask = objective_inputs(obj.data, logps_SMN, rnd, baseline_S)
+                    loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
+                    loss_S = reduce_per_seed(loss, mask)
+                    if cfg.kl_penalty:
+                        kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
+                        loss_S = loss_S + cfg.kl_penalty * kl_S
+                    t3 = clock()
+                    flat.grad.zero_()
+                    loss_S.sum().backward()
+                    t4 = clock()
+                    step += 1
+                    rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SMN, None)
+                    t5 = clock()
+                    opt.step(flat.grad)
+                    t6 = clock()
+                    t["eval"] += t2 - t1
+                    t["forward"] += t3 - t2
+                    t["backward"] += t4 - t3
+                    t["record"] += t5 - t4
+                    t["optim"] += t6 - t5
+                    t1 = t6
+                if baseline_S is not None:
+                    t0 = clock()
+                    baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
+                    t["record"] += clock() - t0
+            t0 = clock()
+            evals.push(step)
+            evals.flush()
+            t["eval"] += clock() - t0
+            t0 = clock()
+            rec.frame(cfg.seeds, prob.reward_K, prob.ref_logp_K)
+            t["metrics"] = clock() - t0
+        # the copy must still be the loop: same final distribution as train() itself
+        ref_rec, _ = train(cfg)
+        if not torch.allclose(ref_rec.mean_p[-1], rec.mean_p[-1], atol=1e-5):
+            return "split unavailable (the instrumented copy no longer matches toy.train.train)"
+    except Exception as err:  # any drift in toy.train's pieces
+        return f"split unavailable ({type(err).__name__}: {err})"
+    t["steps"] = float(cfg.total_steps)
+    return t
+
+
+# ---------------------------------------------------------------------------- whole process
+
+
+def _env(threads: int | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if threads is not None:
+        env["MODESEEK_THREADS"] = str(threads)
+    return env
+
+
+def time_command(cmd: list[str], threads: int | None, cwd: Path = REPO) -> float | str:
+    """Wall seconds of ``cmd`` (a string with its error when it fails)."""
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(threads), capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return f"exit {proc.returncode}: {' / '.join(tail)}"
+    return elapsed
+
+
+def train_command() -> list[str]:
+    return [sys.executable, "-m", "toy.train", "--preset", PRESET, "--seeds", "0",
+            "--out-dir", "", "--no-progress"]  # fmt: skip
+
+
+_IMPORT_LINE = re.compile(r"import time:\s+(\d+)\s+\|\s+(\d+)\s+\|(\s+)(\S+)")
+
+
+def import_costs(threads: int | None) -> dict[str, float] | str:
+    """Cumulative seconds of ``import toy.train`` and of the first import of each package."""
+    cmd = [sys.executable, "-X", "importtime", "-c", "import toy.train"]
+    proc = subprocess.run(cmd, cwd=REPO, env=_env(threads), capture_output=True, text=True)
+    if proc.returncode != 0:
+        return f"exit {proc.returncode}: {proc.stderr.strip().splitlines()[-1:]}"
+    costs: dict[str, float] = {}
+    for line in proc.stderr.splitlines():
+        m = _IMPORT_LINE.match(line)
+        if m:
+            name, cumulative = m.group(4), int(m.group(2)) / 1e6
+            if name in IMPORT_ROOTS or name == "toy.train":
+                costs[name] = max(costs.get(name, 0.0), cumulative)
+    return costs
+
+
+# ---------------------------------------------------------------------------- driver
+
+
+def _stats(xs: list[float]) -> tuple[float, float]:
+    return min(xs), statistics.median(xs)
+
+
+def _fmt_s(x: float) -> str:
+    return f"{x:.2f} s"
+
+
+class Runner:
+    """Runs each measurement once per condition per repeat, alternating idle and loaded."""
+
+    def __init__(self, load: BusyLoad | None, repeats: int):
+        self.load, self.repeats = load, repeats
+        self.conditions = ["idle", "loaded"] if load is not None else ["idle"]
+
+    @contextlib.contextmanager
+    def condition(self, name: str) -> Iterator[None]:
+        if name == "loaded":
+            self.load.on()
+        try:
+            yield
+        finally:
+            if name == "loaded":
+                self.load.off()
+
+    def collect(self, fn: Callable[[], object], repeats: int | None = None) -> dict[str, list]:
+        out: dict[str, list] = {c: [] for c in self.conditions}
+        for _ in range(repeats or self.repeats):
+            for c in self.conditions:
+                with self.condition(c):
+                    out[c].append(fn())
+        return out
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args(argv)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(
-        f"{'seeds':>5} {'total s':>8} {'init s':>7} {'loop s':>7} {'ms/step':>8} "
-        f"{'eval fwd ms':>11}"
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    for n_seeds in (1, 5):
-        total = min(time_run(n_seeds) for _ in range(args.repeats))
-        loop = min(time_run(n_seeds, init_steps=0) for _ in range(args.repeats))
-        floor = min(eval_forward_ms(n_seeds) for _ in range(args.repeats))
+    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement")
+    parser.add_argument("--load", type=int, default=0, metavar="K",
+                        help="also measure under K CPU-bound busy processes")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=None,
+                        help="force this intra-op thread count (MODESEEK_THREADS)")  # fmt: skip
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 5],
+                        help="seed counts to time in-process (batched)")  # fmt: skip
+    parser.add_argument("--no-process", action="store_true", help="skip whole-process timings")
+    parser.add_argument("--no-split", action="store_true", help="skip the per-step split")
+    parser.add_argument("--sweep", action="store_true", help="also time python -m toy.sweep")
+    parser.add_argument("--sweep-args", default=SWEEP_ARGS, help="arguments of toy.sweep")
+    args = parser.parse_args(argv)
+    if args.threads is not None:
+        os.environ["MODESEEK_THREADS"] = str(args.threads)
+
+    load_before = os.getloadavg()[0]
+    with BusyLoad(args.load) as busy:
+        runner = Runner(busy if args.load else None, args.repeats)
+        import torch
+
+        import toy.train  # noqa: F401 - imports are not part of the in-process times
+
+        _config(1)  # fail early on a bad preset
         print(
-            f"{n_seeds:>5} {total:>8.2f} {total - loop:>7.2f} {loop:>7.2f} "
-            f"{loop / 1500 * 1e3:>8.3f} {floor:>11.3f}"
+            f"torch {torch.__version__}, {os.cpu_count()} cores, threads used: "
+            + ", ".join(f"{s} seed(s) → {threads_used(s)}" for s in args.seeds)
+            + f"; load average {load_before:.2f} before start"
+            + (f"; --load {args.load}" if args.load else ""),
+            flush=True,
         )
+        run(torch, runner, args)
+
+
+def run(torch, runner: Runner, args) -> None:
+    conds = runner.conditions
+    # warm-up: first-call costs (allocator, lazy modules) are not the run's
+    from toy.train import run as train_run
+
+    train_run(_config(1))
+
+    inproc = {}
+    for s in args.seeds:
+        inproc[s] = runner.collect(lambda s=s: time_in_process(s))
+        for c in conds:
+            tot, warm = [r["total"] for r in inproc[s][c]], [r["warm"] for r in inproc[s][c]]
+            print(
+                f"in-process {s} seed(s) [{c}]: total best {min(tot):.2f} s median "
+                f"{statistics.median(tot):.2f} s; without π_ref init best {min(warm):.2f} s "
+                f"median {statistics.median(warm):.2f} s",
+                flush=True,
+            )
+
+    split = {}
+    if not args.no_split:
+        for s in args.seeds:
+            split[s] = runner.collect(lambda s=s: instrumented_split(s), repeats=1)
+            for c in conds:
+                if isinstance(split[s][c][0], str):
+                    print(f"per-step split {s} seed(s) [{c}]: {split[s][c][0]}", flush=True)
+
+    process, imports = {}, {}
+    if not args.no_process:
+        process = runner.collect(lambda: time_command(train_command(), args.threads))
+        for c in conds:
+            bad = [x for x in process[c] if isinstance(x, str)]
+            if bad:
+                print(f"whole process [{c}] failed: {bad[0]}")
+        imports = runner.collect(lambda: import_costs(args.threads))
+
+    sweep = None
+    if args.sweep:
+        if not (REPO / "toy" / "sweep.py").exists():
+            print("--sweep: toy/sweep.py does not exist yet; skipped")
+        else:
+            cmd = [sys.executable, "-m", "toy.sweep", *args.sweep_args.split()]
+            with tempfile.TemporaryDirectory() as tmp:  # outputs written there, then removed
+                sweep = runner.collect(lambda: time_command(cmd, args.threads, cwd=Path(tmp)))
+            print(f"sweep: python -m toy.sweep {args.sweep_args}")
+
+    report(torch, runner, args, inproc, split, process, imports, sweep)
+
+
+def _ok(xs: list) -> list[float]:
+    return [x for x in xs if not isinstance(x, str)]
+
+
+def report(torch, runner, args, inproc, split, process, imports, sweep) -> None:
+    conds = runner.conditions
+    print()
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} cores (os.cpu_count()), intra-op threads "
+        + ", ".join(f"{threads_used(s)} for {s} seed(s)" for s in args.seeds)
+        + f"; best / median of {runner.repeats}"
+        + (f"; loaded = {args.load} busy-loop processes, runs alternating" if args.load else "")
+        + f"; load average now {os.getloadavg()[0]:.2f}"
+    )
+    print()
+    print("| condition | seeds | in-process total | π_ref init | loop + metrics | per step |")
+    print("|---|---|---|---|---|---|")
+    for s in args.seeds:
+        for c in conds:
+            rs = inproc[s][c]
+            tot, warm = _stats([r["total"] for r in rs]), _stats([r["warm"] for r in rs])
+            init = statistics.median([r["init"] for r in rs])
+            steps = _config(s).total_steps
+            print(
+                f"| {c} | {s}{' (batched)' if s > 1 else ''} | {_fmt_s(tot[0])} / {_fmt_s(tot[1])}"
+                f" | {init:.2f} s | {_fmt_s(warm[0])} / {_fmt_s(warm[1])}"
+                f" | {warm[1] / steps * 1e3:.2f} ms |"
+            )
+    if split:
+        print()
+        print(
+            "Per-step split (one instrumented run; ms per step; collect is per round, spread"
+            " over its steps):"
+        )
+        print()
+        header = " | ".join(SPLIT_NAMES[k] for k in SPLIT_PHASES)
+        print(f"| condition | seeds | π_ref init | {header} | sum |")
+        print("|---" * (len(SPLIT_PHASES) + 4) + "|")
+        for s in args.seeds:
+            for c in conds:
+                t = split[s][c][0]
+                if isinstance(t, str):
+                    print(f"| {c} | {s} | {t} |" + " |" * (len(SPLIT_PHASES) + 1))
+                    continue
+                per = [t[k] / t["steps"] * 1e3 for k in SPLIT_PHASES]
+                cells = " | ".join(f"{x:.3f}" for x in per)
+                print(f"| {c} | {s} | {t['init']:.2f} s | {cells} | {sum(per):.3f} |")
+    if process:
+        print()
+        print(f"Whole process, `{' '.join(['python', *train_command()[1:]])}`:")
+        print()
+        print("| condition | best | median |")
+        print("|---|---|---|")
+        for c in conds:
+            ok = _ok(process[c])
+            if ok:
+                print(f"| {c} | {_fmt_s(min(ok))} | {_fmt_s(statistics.median(ok))} |")
+            else:
+                print(f"| {c} | failed | {process[c][0]} |")
+        print()
+        print('Import costs, `python -X importtime -c "import toy.train"` (cumulative, median):')
+        for c in conds:
+            runs = [r for r in imports[c] if isinstance(r, dict)]
+            if not runs:
+                print(f"- {c}: failed ({imports[c][0]})")
+                continue
+            names = sorted({k for r in runs for k in r}, key=lambda k: -runs[0].get(k, 0))
+            med = {k: statistics.median([r.get(k, 0.0) for r in runs]) for k in names}
+            total = med.pop("toy.train", float("nan"))
+            parts = ", ".join(f"{k} {v:.2f} s" for k, v in med.items() if v >= 0.005)
+            absent = [k for k in IMPORT_ROOTS if k not in med]
+            print(
+                f"- {c}: toy.train {total:.2f} s; first imports: {parts}"
+                + (f"; not imported: {', '.join(absent)}" if absent else "")
+            )
+    if sweep:
+        print()
+        print(f"Sweep, `python -m toy.sweep {args.sweep_args}`:")
+        print()
+        print("| condition | best | median |")
+        print("|---|---|---|")
+        for c in conds:
+            ok = _ok(sweep[c])
+            if ok:
+                print(f"| {c} | {_fmt_s(min(ok))} | {_fmt_s(statistics.median(ok))} |")
+            else:
+                print(f"| {c} | failed | {sweep[c][0]} |")
+    if args.load:
+        print()
+        print(f"Under load ({args.load} busy processes), ratio of medians loaded / idle:")
+        print()
+        print("| measurement | idle | loaded | ratio |")
+        print("|---|---|---|---|")
+        rows = [(f"in-process {s} seed(s)", [r["total"] for r in inproc[s]["idle"]],
+                 [r["total"] for r in inproc[s]["loaded"]]) for s in args.seeds]  # fmt: skip
+        if process:
+            rows.append(("whole process, 1 seed", _ok(process["idle"]), _ok(process["loaded"])))
+        if sweep:
+            rows.append(("sweep", _ok(sweep["idle"]), _ok(sweep["loaded"])))
+        for name, idle, loaded in rows:
+            if idle and loaded:
+                a, b = statistics.median(idle), statistics.median(loaded)
+                print(f"| {name} | {_fmt_s(a)} | {_fmt_s(b)} | {b / a:.2f}× |")
 
 
 if __name__ == "__main__":
