@@ -47,8 +47,7 @@ def _panel(ax, g: pd.DataFrame, value: str, norm, cmap, fmt) -> None:
             ax.add_patch(
                 Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, lw=2, ec="black", clip_on=False)
             )
-    cm = plt.get_cmap(cmap).copy()
-    cm.set_bad("#d9d9d9")
+    cm = plt.get_cmap(cmap).with_extremes(bad="#d9d9d9")
     ax.imshow(np.ma.masked_invalid(grid), cmap=cm, norm=norm, aspect="auto", origin="lower")
     ax.set_xticks(range(len(lrs)), [f"{x:g}" for x in lrs], fontsize=6.5)
     name = g.hp_name.iloc[0]
