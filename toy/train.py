@@ -418,5 +418,10 @@ def main(argv: list[str] | None = None) -> RunResult:
     return result
 
 
+def cli(argv: list[str] | None = None) -> int:
+    """The ``modeseek-bandit`` console script: exit code under the error contract."""
+    return cli_entry(main, argv)
+
+
 if __name__ == "__main__":
-    sys.exit(cli_entry(main))
+    sys.exit(cli())
