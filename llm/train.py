@@ -409,8 +409,15 @@ def cli(argv: list[str]) -> dict:
     """Parse ``argv`` into a config and run it; prints the final eval metrics (main process)."""
     import tyro
 
+    import objectives
+    from llm.flags import translate
+
+    argv = translate(list(argv))  # HF/TRL flag spellings; "did you mean" for unknown flags
+    description = (
+        f"{__doc__}\nObjectives (--objective): {', '.join(sorted(objectives.OBJECTIVES))}."
+    )
     with deferred_validation():  # our one-line errors, not tyro's box around them
-        cfg = tyro.cli(TrainConfig, args=argv, description=__doc__)
+        cfg = tyro.cli(TrainConfig, args=argv, description=description)
     validate(cfg)
     result = run(cfg)
     from accelerate import PartialState

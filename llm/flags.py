@@ -1,0 +1,105 @@
+"""Flag names people already type: Hugging Face / TRL spellings as aliases of ``llm.train``'s
+flags, and "did you mean" for unknown ones. ``translate(argv)`` rewrites the command line before
+tyro parses it, so tyro's own flags stay exactly as they are.
+
+Aliases (``--snake_case`` and ``--kebab-case`` both accepted, ``--flag=value`` too):
+
+| HF / TRL flag | llm.train flag |
+|---|---|
+| model_name_or_path | model |
+| dataset_name | data |
+| learning_rate | lr |
+| per_device_train_batch_size | batch_size |
+| gradient_accumulation_steps | grad_accum |
+| num_train_epochs | epochs |
+| max_length | max_len |
+| max_prompt_length | max_prompt_len |
+| output_dir | out_dir |
+| loss_type | objective |
+| use_peft | lora |
+| beta X | hp beta=X |
+| bf16 [true/false] | precision bf16 / fp32 |
+
+``max_steps``, ``seed``, ``gradient_checkpointing``, ``lora_r``, ``lora_alpha`` already have
+TRL's names (snake_case spellings are accepted as well).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+
+from runio import UserError
+
+ALIASES = {
+    "model_name_or_path": "model",
+    "dataset_name": "data",
+    "learning_rate": "lr",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "num_train_epochs": "epochs",
+    "max_length": "max_len",
+    "max_prompt_length": "max_prompt_len",
+    "output_dir": "out_dir",
+    "loss_type": "objective",
+    "use_peft": "lora",
+}
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _fields() -> dict[str, dataclasses.Field]:
+    from llm.config import TrainConfig
+
+    return {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+
+def _bool_value(argv: list[str], i: int) -> tuple[bool | None, int]:
+    """An optional true/false after a boolean flag: (value or None, tokens consumed)."""
+    if i + 1 < len(argv) and argv[i + 1].lower() in _TRUE + _FALSE:
+        return argv[i + 1].lower() in _TRUE, 1
+    return None, 0
+
+
+def translate(argv: list[str]) -> list[str]:
+    """``argv`` with HF/TRL spellings rewritten to this CLI's; ``UserError`` with a "did you
+    mean" for a flag that is neither."""
+    fields = _fields()
+    known = set(fields) | set(ALIASES) | {"beta", "bf16", "help", "h"}
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if not token.startswith("--") or token == "--":
+            out.append(token)
+            i += 1
+            continue
+        flag, eq, inline = token[2:].partition("=")
+        name = flag.replace("-", "_")
+        negated = name.startswith("no_") and name[3:] in fields
+        if name not in known and not negated:
+            choices = sorted({f.replace("_", "-") for f in known} - {"h"})
+            close = difflib.get_close_matches(flag.replace("_", "-"), choices, n=1, cutoff=0.6)
+            hint = f"; did you mean --{close[0]}?" if close else "; see --help"
+            raise UserError(f"unknown flag --{flag}{hint}")
+        if name == "beta":
+            value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            out += ["--hp", f"beta={value}"]
+            i += 1 if eq else 2
+            continue
+        if name == "bf16":
+            value, used = (inline.lower() in _TRUE, 0) if eq else _bool_value(argv, i)
+            out += ["--precision", "bf16" if value in (None, True) else "fp32"]
+            i += 1 + used
+            continue
+        target = ALIASES.get(name, name)
+        field = fields.get(target)
+        if field is not None and field.type in ("bool", bool) and not negated:
+            value, used = (inline.lower() in _TRUE, 0) if eq else _bool_value(argv, i)
+            dashed = target.replace("_", "-")
+            out.append(f"--{dashed}" if value in (None, True) else f"--no-{dashed}")
+            i += 1 + used
+            continue
+        dashed = ("no-" if negated else "") + (target[3:] if negated else target).replace("_", "-")
+        out.append(f"--{dashed}" + (f"={inline}" if eq else ""))
+        i += 1
+    return out
