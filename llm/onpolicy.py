@@ -186,7 +186,7 @@ def _collect_round(ses: RoundsSession, r: int) -> Collected:
 def make_round(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> rounds.Round:
     """The ``rounds.Round`` of collected data, in the objective's log-prob convention (ℓ or ℓ̄),
     with the KL penalty (on summed log-probs) folded into the rewards."""
-    mean = obj.needs_mean_logps
+    mean = obj.uses_mean_logps(cfg.hparams())
     pol = rounds.sequence_logps(col.policy_sums_PN, col.counts_PN, mean)
     ref = rounds.sequence_logps(col.ref_sums_PN, col.counts_PN, mean)
     old_sums = torch.where(col.offline_PN, col.ref_sums_PN, col.policy_sums_PN)
@@ -207,6 +207,12 @@ def micro_batch_loss(
     mean)."""
     wanted = set(obj.inputs) | set(obj.optional_inputs)
     inputs, mask = rounds.objective_inputs(obj.data, logps_PN, rnd, baseline)
+    missing = sorted(set(obj.required_inputs(hp)) - inputs.keys())
+    if missing:
+        raise UserError(
+            f"objective {obj.name!r} with these hyperparameters needs {missing}, which on-policy "
+            "rounds do not compute; change the hyperparameter (see the objective's docstring)"
+        )
     loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
     return rounds.loss_sum(loss, mask) / denom
 
@@ -221,7 +227,8 @@ def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[
     for rows in _row_slices(cfg):
         batch = {k: v[rows] for k, v in col.batch.items()}
         sums, counts = fn(batch)
-        logps_PN = rounds.sequence_logps(sums, counts, obj.needs_mean_logps).view(-1, n).cpu()
+        mean = obj.uses_mean_logps(ses.hp)
+        logps_PN = rounds.sequence_logps(sums, counts, mean).view(-1, n).cpu()
         sub = rnd.select(slice(rows.start // n, rows.stop // n))
         part = micro_batch_loss(obj, ses.hp, logps_PN, sub, ses.baseline, denom)
         acc.backward(part)

@@ -1,10 +1,15 @@
 """The loss of a batch from registry metadata, its per-pair statistics, and one optimiser step.
 
-Dispatch reads only the objective's metadata: ``needs_mean_logps`` picks ℓ̄ = ℓ/|y| over ℓ,
-``needs_ref`` whether reference log-probs are required, and ``inputs``/``optional_inputs`` which
-keys are passed. Normalisation: an optimiser step sees N pairs in total (micro-batches ×
-processes); each micro-batch contributes Σ_b loss_b · W / N to the backward pass (W processes,
-whose gradients DDP averages), so the update is that of the mean loss over all N pairs.
+Dispatch reads only the objective's metadata: ``uses_mean_logps(hparams)`` picks ℓ̄ = ℓ/|y| over
+ℓ (``needs_mean_logps``, or a ``length_norm="mean"`` hyperparameter), ``needs_ref`` whether
+reference log-probs are required, ``inputs``/``optional_inputs`` which keys are passed, and
+``required_inputs(hparams)`` which optional ones a hyperparameter makes necessary: the harness
+builds ``chosen_full_logps`` (ORPO's ``nll="all"``: a second forward of the chosen rows with
+every token after the first counted) and refuses the rest (KTO's mismatched-pair log-probs).
+
+Normalisation: an optimiser step sees N pairs in total (micro-batches × processes); each
+micro-batch contributes Σ_b loss_b · W / N to the backward pass (W processes, whose gradients DDP
+averages), so the update is that of the mean loss over all N pairs.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from torch import Tensor
 
 import objectives
 from objectives import Objective
-from runio import NonFiniteError
+from runio import NonFiniteError, UserError
 
 # per-pair statistics summed over pairs and divided by the pair count when logged
 PAIR_KEYS = (
@@ -36,22 +41,44 @@ PAIR_KEYS = (
 )
 
 
+BUILT_OPTIONAL = ("chosen_full_logps",)
+"""Optional objective inputs this harness can build when a hyperparameter requires them."""
+
+
+def check_buildable(obj: Objective, hparams: dict | None) -> None:
+    """A ``UserError`` when the hyperparameters make the objective require an input the harness
+    does not compute (e.g. KTO's ``z0=mismatched``: mismatched prompt-completion log-probs)."""
+    extra = set(obj.required_inputs(hparams)) - set(obj.inputs) - set(BUILT_OPTIONAL)
+    if extra:
+        raise UserError(
+            f"objective {obj.name!r} with these hyperparameters needs {sorted(extra)}, which the "
+            "LLM harness does not compute; change the hyperparameter (see the objective's "
+            "docstring)"
+        )
+
+
 def objective_inputs(
     obj: Objective,
     sums_2B: Tensor,
     counts_2B: Tensor,
     ref: tuple[Tensor, Tensor] | None,
+    hparams: dict | None = None,
+    full_chosen: tuple[Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """The keyword tensors ``obj.fn`` takes, from concatenated [chosen; rejected] log-prob sums
-    and token counts (and the reference's, if any). Raises if a required input is missing."""
+    and token counts (and the reference's, if any; ``full_chosen``: the chosen rows' sums and
+    counts over every token after the first). Raises if a required input is missing."""
     B = sums_2B.shape[0] // 2
-    logps_2B = sums_2B / counts_2B if obj.needs_mean_logps else sums_2B
+    mean = obj.uses_mean_logps(hparams)
+    logps_2B = sums_2B / counts_2B if mean else sums_2B
     out = {"chosen_logps": logps_2B[:B], "rejected_logps": logps_2B[B:]}
     if ref is not None:
         ref_sums_2B, ref_counts_2B = ref
-        ref_2B = ref_sums_2B / ref_counts_2B if obj.needs_mean_logps else ref_sums_2B
+        ref_2B = ref_sums_2B / ref_counts_2B if mean else ref_sums_2B
         out["ref_chosen_logps"], out["ref_rejected_logps"] = ref_2B[:B], ref_2B[B:]
-    missing = sorted(set(obj.inputs) - set(out))
+    if full_chosen is not None:
+        out["chosen_full_logps"] = full_chosen[0] / full_chosen[1]
+    missing = sorted(set(obj.required_inputs(hparams)) - set(out))
     if missing:
         raise ValueError(f"objective {obj.name!r} needs {missing} (no reference given?)")
     wanted = set(obj.inputs) | set(obj.optional_inputs)
@@ -64,15 +91,17 @@ def pair_stats(
     sums_2B: Tensor,
     counts_2B: Tensor,
     ref: tuple[Tensor, Tensor] | None,
+    hparams: dict | None = None,
 ) -> Tensor:
     """(B, len(PAIR_KEYS)) detached per-pair statistics (see ``PAIR_KEYS``)."""
     with torch.no_grad():
         B = sums_2B.shape[0] // 2
+        mean = obj.uses_mean_logps(hparams)
         means_2B = sums_2B / counts_2B
-        lp_2B = means_2B if obj.needs_mean_logps else sums_2B
+        lp_2B = means_2B if mean else sums_2B
         ref_2B = None
         if ref is not None:
-            ref_2B = ref[0] / ref[1] if obj.needs_mean_logps else ref[0]
+            ref_2B = ref[0] / ref[1] if mean else ref[0]
         rho_2B = objectives.implicit_rewards(lp_2B, ref_2B)
         h_B = rho_2B[:B] - rho_2B[B:]
         cols = [loss_B, sums_2B[:B], sums_2B[B:], means_2B[:B], means_2B[B:]]
@@ -83,10 +112,17 @@ def pair_stats(
 
 def batch_loss(policy, reference, batch, obj: Objective, hparams: dict, split: str = "train"):
     """(loss_B, stats_BK) of one batch: one concatenated chosen+rejected forward of the policy."""
+    check_buildable(obj, hparams)
     sums_2B, counts_2B = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
     ref = reference(batch, split)
-    loss_B = obj.fn(**objective_inputs(obj, sums_2B, counts_2B, ref), **hparams)
-    return loss_B, pair_stats(obj, loss_B, sums_2B, counts_2B, ref)
+    full = None
+    if "chosen_full_logps" in obj.required_inputs(hparams):
+        B = batch["input_ids"].shape[0] // 2
+        ids, att = batch["input_ids"][:B], batch["attention_mask"][:B]
+        full = policy(ids, att, att)  # every token after the first: prompt and response
+    inputs = objective_inputs(obj, sums_2B, counts_2B, ref, hparams, full)
+    loss_B = obj.fn(**inputs, **hparams)
+    return loss_B, pair_stats(obj, loss_B, sums_2B, counts_2B, ref, hparams)
 
 
 def train_step(

@@ -4,7 +4,8 @@ A ``Rule`` says what values a hyperparameter accepts, how to read it from a ``ke
 and how to describe it in an error. The rule is chosen by what the formula needs: a coefficient
 the loss divides by or that sets its scale (β of DPO, τ of IPO) must be positive; a weight whose
 zero is a meaningful special case (λ, γ, δ, kl_coef, ent_coef) must be non-negative; PPO's clip
-ε lies in (0, 1); and no number may be NaN or infinite.
+ε and EXO's label smoothing lie in (0, 1); a label-flip rate or label smoothing that a loss
+divides by 1 - 2ε (Robust DPO, AOT) lies in [0, ½); and no number may be NaN or infinite.
 """
 
 from __future__ import annotations
@@ -21,7 +22,8 @@ class Rule:
     """What one hyperparameter accepts.
 
     Attributes:
-        kind: "positive" (> 0), "non-negative" (>= 0), "open-unit" (in (0, 1)), "bool",
+        kind: "positive" (> 0), "non-negative" (>= 0), "open-unit" (in (0, 1)), "below-half"
+            (in [0, 0.5)), "bool",
             "choice" (one of ``choices``), "finite-or-none" (any finite number, a tensor of finite
             numbers, or None) or "tensor-or-none" (a tensor argument that is keyword-only but not
             a tunable number, e.g. PPO's token mask; not settable from a ``key=value`` string).
@@ -37,6 +39,7 @@ class Rule:
             "positive": "positive and finite",
             "non-negative": "non-negative and finite",
             "open-unit": "in the open interval (0, 1)",
+            "below-half": "in the interval [0, 0.5)",
             "bool": "true or false",
             "choice": "one of " + ", ".join(repr(c) for c in self.choices),
             "finite-or-none": "a finite number or None",
@@ -65,6 +68,7 @@ class Rule:
             "positive": x > 0,
             "non-negative": x >= 0,
             "open-unit": 0 < x < 1,
+            "below-half": 0 <= x < 0.5,
             "finite-or-none": True,
         }[self.kind]
 
@@ -91,6 +95,7 @@ class Rule:
 POSITIVE = Rule("positive")
 NON_NEGATIVE = Rule("non-negative")
 OPEN_UNIT = Rule("open-unit")
+BELOW_HALF = Rule("below-half")
 BOOL = Rule("bool")
 FINITE_OR_NONE = Rule("finite-or-none")
 TENSOR_OR_NONE = Rule("tensor-or-none")

@@ -1,9 +1,13 @@
 """The objectives registry: one entry per objective, with the metadata callers dispatch on.
 
 Callers (the bandit loop, the LLM harness, the analysis) never test an objective's name: they
-read ``data`` to know what to build, ``inputs``/``optional_inputs`` to know which tensors to pass,
-``needs_ref``/``needs_mean_logps`` to know how to compute them, and ``defaults`` for the
-hyperparameters, ``hp_rules`` for their allowed ranges.
+read ``data`` to know what to build, ``inputs``/``optional_inputs`` to know which tensors to pass
+(``required_inputs(hparams)`` adds those a hyperparameter setting needs, e.g. ORPO's
+``nll="all"``), ``needs_ref`` and ``uses_mean_logps(hparams)`` to know how to compute them, and
+``defaults`` for the hyperparameters, ``hp_rules`` for their allowed ranges.
+
+Names of the entries that port a TRL ``DPOTrainer`` loss type are TRL's ``loss_type`` strings
+(``hinge``, ``nca_pair``, …), so ``--loss_type nca_pair`` picks the same loss.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ from typing import Literal
 from torch import Tensor
 
 from objectives import closed_form as cf
-from objectives import pairwise, sampled
+from objectives import pairwise, sampled, trl_pairwise
 from objectives.hparams import (
+    BELOW_HALF,
     BOOL,
     FINITE_OR_NONE,
     NON_NEGATIVE,
@@ -46,8 +51,15 @@ class Objective:
         inputs: tensor arguments ``fn`` requires.
         optional_inputs: tensor arguments ``fn`` uses when given (e.g. a running baseline).
         needs_ref: whether reference log-probs are required.
-        needs_mean_logps: whether log-probs must be per-token means rather than sums.
+        needs_mean_logps: whether log-probs must be per-token means rather than sums, whatever
+            the hyperparameters (``uses_mean_logps`` also reads a ``length_norm`` switch).
+        hp_inputs: inputs that a hyperparameter value makes required,
+            ``{hparam: {value: (input, ...)}}`` (they are listed in ``optional_inputs`` too).
         negative_gradient: whether the loss can push a response's likelihood down.
+        batch_coupled: whether a row's loss (and gradient) depends on the other rows of the batch
+            beyond a detached statistic (AOT's ranking over the batch): splitting a batch into
+            micro-batches changes such a loss, and rows a caller masks out afterwards still
+            take part in it.
         paper: where the formula comes from.
         hp_rules: the allowed range of each hyperparameter (``objectives.hparams.Rule``);
             ``validate_hparams`` and ``parse_hparams`` enforce them, and the registry refuses an
@@ -64,8 +76,10 @@ class Objective:
     needs_ref: bool = False
     needs_mean_logps: bool = False
     negative_gradient: bool = True
+    batch_coupled: bool = False
     paper: str = ""
     hp_rules: Mapping[str, Rule] = field(default_factory=dict)
+    hp_inputs: Mapping[str, Mapping[str, tuple[str, ...]]] = field(default_factory=dict)
     defaults: Mapping[str, object] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -83,6 +97,21 @@ class Objective:
                 raise TypeError(
                     f"objective {self.name!r}: default {key}={default!r} breaks its rule"
                 )
+
+    def _resolved(self, hparams: Mapping[str, object] | None) -> dict[str, object]:
+        return {**self.defaults, **(hparams or {})}
+
+    def uses_mean_logps(self, hparams: Mapping[str, object] | None = None) -> bool:
+        """Whether the caller must pass per-token means ℓ̄ = ℓ/|y| (policy and reference) rather
+        than sums, with these hyperparameters: ``needs_mean_logps``, or a ``length_norm``
+        hyperparameter set to "mean" (SFT, DPO, IPO: TRL's length-normalised forms)."""
+        return self.needs_mean_logps or self._resolved(hparams).get("length_norm") == "mean"
+
+    def required_inputs(self, hparams: Mapping[str, object] | None = None) -> tuple[str, ...]:
+        """``inputs`` plus the optional inputs these hyperparameters make required."""
+        hp = self._resolved(hparams)
+        extra = [k for name, by in self.hp_inputs.items() for k in by.get(hp.get(name), ())]
+        return (*self.inputs, *(k for k in extra if k not in self.inputs))
 
     def __call__(self, **kwargs) -> Tensor:
         self._check_ranges({k: v for k, v in kwargs.items() if k in self.defaults})
@@ -148,6 +177,23 @@ def _entry(name, fn, partials, data, **meta) -> tuple[str, Objective]:
 
 _REF_FREE_PAIR = PAIR_INPUTS[:2]
 _RL_OPTIONAL = ("ref_logps", "baseline")
+_KL_INPUTS = ("kl_logps", "ref_kl_logps")
+_BETA = {"beta": POSITIVE}
+# (name, hp_rules, paper) of the TRL DPOTrainer loss types ported to objectives.trl_pairwise;
+# every one can push a response's likelihood down
+_TRL_LOSSES = (
+    ("hinge", _BETA, "reference-based hinge (SLiC-HF, Zhao et al. 2023; RSO, Liu et al. 2024)"),
+    ("nca_pair", _BETA, "NCA (Chen et al. 2024), pairwise"),
+    ("bco_pair", {**_BETA, "delta": FINITE_OR_NONE}, "BCO (Jung et al. 2024), pairwise"),
+    ("robust", {**_BETA, "eps": BELOW_HALF}, "Robust DPO (Chowdhury et al. 2024)"),
+    ("exo_pair", {**_BETA, "eps": OPEN_UNIT}, "EXO (Ji et al. 2024), pairwise"),
+    ("sppo_hard", _BETA, "SPPO (Wu et al. 2024), hard win probabilities"),
+    ("aot", {**_BETA, "eps": BELOW_HALF}, "AOT (Melnyk et al. 2024), paired"),
+    ("aot_unpaired", {**_BETA, "eps": BELOW_HALF}, "AOT (Melnyk et al. 2024), unpaired"),
+    ("apo_zero", _BETA, "APO-zero (D'Oosterlinck et al. 2024)"),
+    ("apo_down", _BETA, "APO-down (D'Oosterlinck et al. 2024)"),
+    ("discopop", {**_BETA, "tau": POSITIVE}, "DiscoPOP (Lu et al. 2024)"),
+)
 
 OBJECTIVES: dict[str, Objective] = dict(
     [
@@ -156,6 +202,7 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.sft,
             cf.d_sft,
             "chosen",
+            hp_rules={"length_norm": choice("sum", "mean")},
             negative_gradient=False,
             paper="maximum likelihood on y_w (Pref-FT)",
         ),
@@ -208,18 +255,18 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.dpo,
             cf.d_dpo,
             "pairs",
-            hp_rules={"beta": POSITIVE},
+            hp_rules={"beta": POSITIVE, "length_norm": choice("sum", "mean")},
             needs_ref=True,
-            paper="DPO (Rafailov et al. 2023)",
+            paper="DPO (Rafailov et al. 2023); length_norm=mean: TRL's sigmoid_norm",
         ),
         _entry(
             "ipo",
             pairwise.ipo,
             cf.d_ipo,
             "pairs",
-            hp_rules={"tau": POSITIVE},
+            hp_rules={"tau": POSITIVE, "length_norm": choice("sum", "mean")},
             needs_ref=True,
-            paper="IPO (Azar et al. 2023)",
+            paper="IPO (Azar et al. 2023); length_norm=mean: TRL's ipo",
         ),
         _entry(
             "slic",
@@ -235,10 +282,12 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.orpo,
             cf.d_orpo,
             "pairs",
-            hp_rules={"lam": NON_NEGATIVE},
+            hp_rules={"lam": NON_NEGATIVE, "nll": choice("response", "all")},
             inputs=_REF_FREE_PAIR,
+            optional_inputs=("chosen_full_logps",),
+            hp_inputs={"nll": {"all": ("chosen_full_logps",)}},
             needs_mean_logps=True,
-            paper="ORPO (Hong et al. 2024)",
+            paper="ORPO (Hong et al. 2024); nll=all: TRL's ORPOTrainer",
         ),
         _entry(
             "simpo",
@@ -255,10 +304,10 @@ OBJECTIVES: dict[str, Objective] = dict(
             pairwise.asft,
             cf.d_asft,
             "pairs",
-            hp_rules={"lam": NON_NEGATIVE},
+            hp_rules={"lam": NON_NEGATIVE, "beta": POSITIVE},
             inputs=_REF_FREE_PAIR,
             needs_mean_logps=True,
-            paper="ASFT (Wang et al. 2024)",
+            paper="ASFT (Wang et al. 2024); beta != 1: tempered reward",
         ),
         _entry(
             "kto",
@@ -270,9 +319,28 @@ OBJECTIVES: dict[str, Objective] = dict(
                 "lam_d": NON_NEGATIVE,
                 "lam_u": NON_NEGATIVE,
                 "kl_estimate": FINITE_OR_NONE,
+                "z0": choice("batch", "mismatched"),
+                "form": choice("paired", "unpaired"),
             },
+            inputs=PAIR_INPUTS,
+            optional_inputs=_KL_INPUTS,
+            hp_inputs={"z0": {"mismatched": _KL_INPUTS}},
             needs_ref=True,
-            paper="KTO (Ethayarajh et al. 2024), paired",
+            paper="KTO (Ethayarajh et al. 2024), paired; form=unpaired, z0=mismatched: TRL's",
+        ),
+        # TRL DPOTrainer loss types (TRL 1.16's names), reference-based, summed log-probs
+        *(
+            _entry(
+                name,
+                getattr(trl_pairwise, name),
+                getattr(cf, f"d_{name}"),
+                "pairs",
+                hp_rules=rules,
+                needs_ref=True,
+                batch_coupled=name.startswith("aot"),
+                paper=paper,
+            )
+            for name, rules, paper in _TRL_LOSSES
         ),
     ]
 )

@@ -13,12 +13,13 @@ import pytest
 import torch
 
 import objectives
-from llm import tiny
+from llm import step, tiny
 from llm.config import TrainConfig
 from llm.data import Example, collate
 from llm.logps import PolicyLogps
 from llm.reference import LiveReference, NoReference
 from llm.step import batch_loss, objective_inputs
+from runio import UserError
 
 OFFLINE = sorted(k for k, o in objectives.OBJECTIVES.items() if o.data != "groups")
 GROUPS = sorted(k for k, o in objectives.OBJECTIVES.items() if o.data == "groups")
@@ -118,3 +119,48 @@ def test_config_errors_name_the_field():
         TrainConfig(max_len=64, max_prompt_len=64)
     with pytest.raises(ValueError, match=r"TrainConfig.ref: 'adapter' needs --lora"):
         TrainConfig(ref="adapter")
+
+
+@pytest.mark.parametrize("name", ["sft", "dpo", "ipo"])
+def test_length_norm_switch_feeds_means(name):
+    """``length_norm=mean`` (TRL's sft/sigmoid_norm/ipo) makes the harness pass ℓ/|y| for the
+    policy and the reference, and the logged rewards follow the same convention."""
+    obj = objectives.OBJECTIVES[name]
+    sums = torch.tensor([-4.0, -3.0, -6.0, -2.0])
+    counts = torch.tensor([4.0, 1.0, 3.0, 2.0])
+    ref = (torch.tensor([-2.0, -1.0, -3.0, -4.0]), counts)
+    hp = {"length_norm": "mean"}
+    inputs = objective_inputs(obj, sums, counts, ref if obj.needs_ref else None, hp)
+    torch.testing.assert_close(inputs["chosen_logps"], torch.tensor([-1.0, -3.0]))
+    if obj.needs_ref:
+        torch.testing.assert_close(inputs["ref_rejected_logps"], torch.tensor([-1.0, -2.0]))
+        stats = step.pair_stats(obj, torch.zeros(2), sums, counts, ref, hp)
+        # ρ_w = ℓ̄_w - ℓ̄_ref: (-1 - -0.5, -3 - -1) = (-0.5, -2)
+        torch.testing.assert_close(stats[:, 7], torch.tensor([-0.5, -2.0]))
+    default = objective_inputs(obj, sums, counts, ref if obj.needs_ref else None)
+    torch.testing.assert_close(default["chosen_logps"], sums[:2])
+
+
+def test_hyperparameter_required_inputs_in_the_harness():
+    tok, policy_lm, ref_lm = setup()
+    examples = [Example(0, (1, 5, 9), (20, 21), (30,)), Example(1, (1, 6), (40,), (50, 51))]
+    batch = collate(examples, tok.pad_token_id)
+    kto = objectives.OBJECTIVES["kto"]
+    with pytest.raises(UserError, match=r"'kto' .*needs \['kl_logps', 'ref_kl_logps'\]"):
+        batch_loss(
+            PolicyLogps(policy_lm), reference_for(kto, ref_lm), batch, kto, {"z0": "mismatched"}
+        )
+    # ORPO nll=all: the chosen rows' mean log-prob over every token after the first
+    orpo = objectives.OBJECTIVES["orpo"]
+    policy = PolicyLogps(policy_lm)
+    with torch.no_grad():
+        loss_B, _ = batch_loss(policy, NoReference(), batch, orpo, {"nll": "all", "lam": 0.2})
+        ids, att = batch["input_ids"][:2], batch["attention_mask"][:2]
+        full_sums, full_counts = policy(ids, att, att)
+        sums, counts = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    assert full_counts.tolist() == [4, 2]  # prompt + chosen tokens after the first
+    means = sums / counts
+    expected = objectives.orpo(
+        means[:2], means[2:], chosen_full_logps=full_sums / full_counts, lam=0.2, nll="all"
+    )
+    torch.testing.assert_close(loss_B, expected)

@@ -17,6 +17,14 @@ HPARAMS = {  # non-default settings so the tests exercise more than one branch
     "rwr": {"normalize": True},
     "reinforce": {"kl_coef": 0.1, "ent_coef": 0.05},
     "ppo": {"clip_eps": 0.1, "kl_coef": 0.1},
+    "hinge": {"beta": 0.5},
+    "bco_pair": {"delta": None},
+    "robust": {"eps": 0.2},
+    "exo_pair": {"eps": 0.05},
+    "sppo_hard": {"beta": 0.5},
+    "aot": {"eps": 0.1},
+    "aot_unpaired": {"eps": 0.1},
+    "discopop": {"tau": 0.5},
 }
 
 
@@ -69,6 +77,44 @@ def test_partials_match_autograd(name):
     assert set(closed) == diff
     for k in diff:
         assert torch.allclose(leaves[k].grad, closed[k], atol=1e-10), k
+
+
+# convention switches and hyperparameter settings with their own branch of the closed form
+SWITCHES = [
+    ("asft", {"beta": 2.0, "lam": 0.3}),
+    ("asft", {"beta": 0.5}),
+    ("kto", {"form": "unpaired", "beta": 0.5}),
+    ("kto", {"z0": "mismatched", "beta": 0.5}),
+    ("kto", {"z0": "mismatched", "form": "unpaired", "lam_u": 1.5}),
+    ("orpo", {"nll": "all", "lam": 0.5}),
+    ("bco_pair", {"delta": 0.7, "beta": 0.3}),
+    ("dpo", {"length_norm": "mean"}),
+    ("ipo", {"length_norm": "mean"}),
+    ("discopop", {"tau": 2.0, "beta": 0.2}),
+    ("aot", {"beta": 1.0}),
+    ("aot_unpaired", {"beta": 1.0, "eps": 0.3}),
+]
+
+
+@pytest.mark.parametrize("name, hp", SWITCHES)
+def test_partials_match_autograd_for_switches(name, hp):
+    obj = OBJECTIVES[name]
+    g = torch.Generator().manual_seed(11)
+    B = 6
+    keys = obj.required_inputs(hp)
+    inputs = {k: -0.05 - 4 * torch.rand(B, generator=g, dtype=torch.float64) for k in keys}
+    if "kl_logps" in inputs:  # a different batch length is allowed for the mismatched pairs
+        inputs["kl_logps"] = -torch.rand(B + 2, generator=g, dtype=torch.float64)
+        inputs["ref_kl_logps"] = -2 * torch.rand(B + 2, generator=g, dtype=torch.float64)
+    diff = {"chosen_logps", "rejected_logps", "chosen_full_logps"} & set(keys)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in inputs.items()}
+    obj(**leaves, **hp).sum().backward()
+    closed = obj.partials(**inputs, **hp)
+    assert set(closed) == diff
+    for k in diff:
+        assert torch.allclose(leaves[k].grad, closed[k], atol=1e-10), k
+    for k in set(leaves) - diff:  # reference and mismatched-pair log-probs carry no gradient
+        assert leaves[k].grad is None, k
 
 
 @pytest.mark.parametrize("name", ["dpo", "ipo", "slic"])

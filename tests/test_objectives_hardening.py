@@ -259,6 +259,7 @@ BAD_VALUES = {  # per rule kind: values outside the range (NaN and ±inf for eve
     "positive": [NAN, INF, -INF, 0.0, -1.0],
     "non-negative": [NAN, INF, -INF, -0.5],
     "open-unit": [NAN, INF, 0.0, 1.0, 1.5, -0.1],
+    "below-half": [NAN, INF, -0.1, 0.5, 1.0],
     "finite-or-none": [NAN, INF, -INF],
     "bool": [1.0, "yes"],
     "choice": ["best", 3.0],
@@ -268,6 +269,7 @@ BAD_STRINGS = {
     "positive": ["nan", "inf", "-inf", "0", "-1", "high"],
     "non-negative": ["nan", "inf", "-0.5", "x"],
     "open-unit": ["nan", "inf", "0", "1", "1.5"],
+    "below-half": ["nan", "-0.1", "0.5", "x"],
     "finite-or-none": ["nan", "inf", "-inf", "big"],
     "bool": ["yes", "2"],
     "choice": ["best", ""],
@@ -336,6 +338,7 @@ def test_defaults_pass_validation(name):
 def test_boundaries_accepted():
     for name, hp, rule in HP_CASES:
         ok = {"non-negative": 0.0, "open-unit": 0.5, "positive": 1e-12, "finite-or-none": -3.0}
+        ok["below-half"] = 0.0
         if rule.kind in ok:
             assert OBJECTIVES[name].validate_hparams({hp: ok[rule.kind]}) == {hp: ok[rule.kind]}
     assert OBJECTIVES["kto"].parse_hparams(["kl_estimate=none"]) == {"kl_estimate": None}
