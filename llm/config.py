@@ -23,11 +23,17 @@ class TrainConfig:
     """A GGUF file inside the --model directory to load (dequantised to fp32, converted once to a
     safetensors cache under --cache-dir)."""
     data: str = "data/shakespeare_prefs/train.jsonl"
-    """Training pairs: .jsonl/.json/.csv/.parquet or a saved ``datasets`` directory."""
+    """Training data: .jsonl/.json/.csv/.parquet, a ``datasets`` directory, or a hub dataset name
+    (``datasets.load_dataset(name, split=--data-split)``; offline: from the local cache). Layouts
+    (detected from the columns): prompt/chosen/rejected, chosen/rejected (implicit prompt),
+    prompt/completion/label (kto), prompt/completion, text, messages (chosen-only objectives)."""
     eval_data: str | None = "data/shakespeare_prefs/test.jsonl"
-    """Held-out pairs for evaluation (same formats); None for no evaluation."""
+    """Held-out data for evaluation (same formats); None for no evaluation."""
     data_split: str = "train"
-    """Split to use when a ``datasets`` directory holds a DatasetDict."""
+    """Split of --data when it is a DatasetDict directory or a hub dataset."""
+    eval_data_split: str | None = None
+    """Split of --eval-data when it is a DatasetDict directory or a hub dataset (None: the
+    --data-split)."""
     objective: str = "dpo"
     """Registry name of the loss (pairwise or chosen-only objectives; see objectives.OBJECTIVES)."""
     hp: tuple[str, ...] = ()
@@ -187,7 +193,11 @@ class TrainConfig:
         model = Path(self.model.rstrip("/")).name
         hp = "".join(f"_{h.replace('=', '')}" for h in self.hp)
         skip = NOT_RESULTS + (ROUNDS_FIELDS if self.mode == "pairs" else ())
-        resolved = {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}
+        resolved = {
+            k: v
+            for k, v in dataclasses.asdict(self).items()
+            if k not in skip and not (k in UNSET_NOT_HASHED and v is None)
+        }
         tag = config_hash({**resolved, "resolved_hparams": self.resolved_hparams()})
         mode = "" if self.mode == "pairs" else f"_{self.mode}"
         lora = "_lora" if self.lora else ""
@@ -204,6 +214,10 @@ class TrainConfig:
 NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run")
 """Fields that do not change a run's results (left out of the automatic name's hash and of the
 resume comparison)."""
+
+UNSET_NOT_HASHED = ("eval_data_split",)
+"""Fields added later that enter a run's name hash only when set, so the automatic names of
+runs that do not use them are what they were before."""
 
 ROUNDS_FIELDS = (
     "prompts", "reward", "reward_args", "rounds", "prompts_per_round", "samples_per_prompt",

@@ -1,26 +1,47 @@
-"""Preference data: loading, validation, tokenisation and collation.
+"""Training data: loading, layout detection, validation, tokenisation and collation.
 
-Two row forms are accepted:
+Sources: a ``.jsonl`` / ``.json`` / ``.csv`` / ``.parquet`` file, a saved ``datasets`` directory
+(``Dataset.save_to_disk``), a local dataset directory ``datasets.load_dataset`` reads (data files,
+e.g. a downloaded hub repository), or a hub dataset name (``datasets.load_dataset(name,
+split=...)``; offline it loads from the local ``datasets`` cache).
 
-- standard: ``prompt``, ``chosen``, ``rejected`` strings;
-- conversational: ``chosen``/``rejected`` lists of ``{"role", "content"}`` messages, with an
-  optional ``prompt`` message list; without it the implicit prompt is the longest shared prefix
-  of the two conversations.
+Layouts (TRL's dataset types), detected from the file's columns (the keys of all rows together):
+
+- preference, explicit prompt: ``prompt``, ``chosen``, ``rejected``: strings (standard) or lists
+  of ``{"role", "content"}`` messages (conversational; there the ``prompt`` is optional per row);
+- preference, implicit prompt: ``chosen`` and ``rejected`` only, the prompt being their shared
+  prefix. Message lists: the shared leading messages. Strings (e.g. Anthropic-HH transcripts):
+  the longest common prefix, snapped back to a boundary (``split_shared_prefix``): just after the
+  last ``"\\n\\nAssistant:"`` in it, else to the start of its last whitespace run (so each
+  response begins with its own whitespace, as BPE tokens do), else the exact character prefix;
+- unpaired preference: ``prompt``, ``completion``, ``label`` (true = desirable): KTO only. Rows are
+  matched into (desirable, undesirable) pairs in file order, the smaller side cycled so every row
+  is used (``match_unpaired``); a pair's two rows may have different prompts;
+- prompt–completion: ``prompt`` + ``completion`` (or ``prompt`` + ``chosen`` without
+  ``rejected``), and language modelling: ``text`` (a string, never templated, the whole text is
+  the response) or ``messages`` (the last assistant message onwards is the response, the earlier
+  messages the prompt) — for chosen-only objectives (registry ``data == "chosen"``, e.g. sft),
+  which also accept both preference layouts (they use the chosen response).
 
 With a chat template (``chat_template="on"``, or ``"auto"`` and the tokenizer has one) a standard
 row becomes ``[user: prompt]`` → ``[assistant: response]``. The template is applied once to the
 whole conversation and the prompt/response split is made on tokens: the prompt rendered with the
 generation prompt must be a token prefix of the full rendering (BOS, system prompt appear once).
 Without a template: ``tokenizer(prompt)`` (its special tokens, e.g. BOS) + response tokens + EOS.
+A row without a prompt whose tokenizer adds no BOS gets the response's first token as its prompt
+(that token has no context and is never scored anyway).
 
 Truncation policy: a prompt longer than ``max_prompt_len`` tokens makes the row invalid; responses
 are cut from the right so prompt + response ≤ ``max_len`` (counted in ``DataReport.truncated``).
-Labels: only response tokens count (``loss_mask``); prompt and padding are masked.
+Labels: only response tokens count (``loss_mask``); prompt and padding are masked. A row with one
+response (chosen-only layouts) is collated with that response on the rejected side as well; the
+chosen-only loss ignores it, and the rejected-side metrics then repeat the chosen ones.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,12 +49,77 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+import objectives
 from runio import UserError
 
-ACCEPTED = (
-    "a row needs 'prompt', 'chosen' and 'rejected' strings, or 'chosen'/'rejected' lists of "
-    "{role, content} messages"
-)
+UNPAIRED_OBJECTIVES = ("kto",)
+"""Objectives that train on unpaired preference rows (matched into pairs, see ``match_unpaired``):
+their loss is a desirable term plus an undesirable term coupled only through the detached
+batch reference point, so a pair of unrelated rows is as good as a true pair."""
+
+
+def chosen_only_objectives() -> list[str]:
+    return sorted(k for k, o in objectives.OBJECTIVES.items() if o.data == "chosen")
+
+
+def accepted_layouts() -> str:
+    """The one-line list of accepted layouts, ending every layout error."""
+    return (
+        "accepted layouts: prompt/chosen/rejected, or chosen/rejected with their shared prefix as "
+        "the prompt (strings or message lists; every offline objective); prompt/completion/label "
+        f"(unpaired: {', '.join(UNPAIRED_OBJECTIVES)}); prompt/completion, prompt/chosen, text or "
+        f"messages ({', '.join(chosen_only_objectives())})"
+    )
+
+
+LAYOUT_NAMES = {
+    "preference": "preference (prompt/chosen/rejected)",
+    "implicit": "implicit-prompt preference (chosen/rejected)",
+    "unpaired": "unpaired preference (prompt/completion/label)",
+    "completion": "prompt/completion",
+    "chosen_only": "prompt/chosen (no rejected)",
+    "lm": "language-modelling (text or messages)",
+    "unknown": "unrecognised",
+}
+
+
+def detect_layout(rows: list) -> str:
+    """The layout of a file from its columns (the keys of all its dict rows): one of
+    ``LAYOUT_NAMES``."""
+    cols: set = set()
+    for row in rows:
+        if isinstance(row, dict):
+            cols.update(row)
+    if {"chosen", "rejected"} <= cols:
+        return "preference" if "prompt" in cols else "implicit"
+    if {"completion", "label"} <= cols:
+        return "unpaired"
+    if "completion" in cols:
+        return "completion"
+    if "chosen" in cols:
+        return "chosen_only"
+    if cols & {"text", "messages"}:
+        return "lm"
+    return "unknown"
+
+
+def check_layout(layout: str, objective: str, path: str) -> None:
+    """A one-line ``UserError`` when ``objective`` cannot train on a file of ``layout``
+    (per-row problems, e.g. a missing ``rejected``, are reported per row instead)."""
+    obj = objectives.get(objective)
+    if layout == "unpaired" and objective not in UNPAIRED_OBJECTIVES:
+        need = "pairs" if obj.data == "pairs" else "a response to imitate per row"
+        raise UserError(
+            f"{path}: unpaired preference rows (prompt/completion/label) train only "
+            f"--objective {' / '.join(UNPAIRED_OBJECTIVES)}; {objective!r} needs {need}; "
+            f"{accepted_layouts()}"
+        )
+    if layout in ("completion", "lm") and obj.data != "chosen":
+        raise UserError(
+            f"{path}: {LAYOUT_NAMES[layout]} rows have no rejected response, which "
+            f"{objective!r} needs (they train only chosen-only objectives: "
+            f"{', '.join(chosen_only_objectives())}); {accepted_layouts()}"
+        )
 
 
 class DataError(UserError):
@@ -46,7 +132,9 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class Example:
-    """One tokenised pair. ``*_ids`` of responses exclude the prompt."""
+    """One tokenised pair. ``*_ids`` of responses exclude the prompt. ``rejected_prompt_ids``:
+    the rejected response's own prompt when it differs (unpaired rows matched into a pair),
+    else None (the shared ``prompt_ids``)."""
 
     idx: int
     prompt_ids: tuple[int, ...]
@@ -54,24 +142,42 @@ class Example:
     rejected_ids: tuple[int, ...]
     prompt_text: str = ""
     chosen_text: str = ""
+    rejected_prompt_ids: tuple[int, ...] | None = None
 
 
 @dataclass
 class DataReport:
     rows: int = 0
     kept: int = 0
+    """Examples kept (pairs; for unpaired rows, the matched pairs)."""
     truncated: int = 0
     identical: int = 0
     """Rows whose chosen and rejected responses tokenise identically (kept; they carry no
     preference signal and give every pairwise objective a zero gradient)."""
     skipped: Counter = field(default_factory=Counter)
+    layout: str = ""
+    unpaired: dict = field(default_factory=dict)
+    """Unpaired rows: counts of desirable and undesirable rows and of the pairs matched."""
+
+
+FILE_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
+
+
+def is_hub_name(path: str) -> bool:
+    """Whether ``path`` (not an existing file) reads as a hub dataset name, ``name`` or
+    ``owner/name``, rather than a missing file."""
+    return bool(_HUB_NAME.match(path)) and not path.lower().endswith(FILE_SUFFIXES)
 
 
 def read_rows(path: str, split: str = "train") -> list[dict]:
-    """Rows of a JSONL / JSON / CSV / parquet file or a ``datasets`` directory (``split`` of a
-    DatasetDict). Unreadable files are a ``UserError`` naming the file and line."""
+    """Rows of a JSONL / JSON / CSV / parquet file, a ``datasets`` directory (``split`` of a
+    DatasetDict) or a hub dataset name (``split`` of it). Unreadable files are a ``UserError``
+    naming the file and line."""
     p = Path(path).expanduser()
     if not p.exists():
+        if is_hub_name(path):
+            return _read_hub(path, split)
         raise UserError(f"data file {path!r} does not exist")
     if p.is_dir():
         return _read_dataset_dir(p, path, split)
@@ -108,7 +214,10 @@ def read_rows(path: str, split: str = "train") -> list[dict]:
             return pq.read_table(p).to_pylist()
         except (pa.ArrowException, OSError) as e:
             raise UserError(f"{path}: not a readable parquet file ({_first_line(e)})") from None
-    raise UserError(f"{path}: unsupported format {suffix!r} (jsonl, json, csv, parquet, dir)")
+    raise UserError(
+        f"{path}: unsupported format {suffix!r} (jsonl, json, csv, parquet, a dataset directory "
+        "or a hub dataset name)"
+    )
 
 
 def _first_line(e: BaseException) -> str:
@@ -159,14 +268,33 @@ def _read_dataset_dir(p: Path, path: str, split: str) -> list[dict]:
 
     try:
         ds = datasets.load_from_disk(str(p))
-    except FileNotFoundError:
-        raise UserError(
-            f"{path}: a directory but not a saved `datasets` Dataset/DatasetDict"
-        ) from None
+    except FileNotFoundError:  # not saved by save_to_disk: a directory of data files?
+        return _load_dataset(str(p), split, f"{path}: a directory but neither a saved `datasets` "
+                             "Dataset/DatasetDict nor a dataset directory `datasets.load_dataset` "
+                             "reads")  # fmt: skip
     if isinstance(ds, datasets.DatasetDict):
         if split not in ds:
             raise UserError(f"{path}: no split {split!r}; it has {sorted(ds)}")
         ds = ds[split]
+    return ds.to_list()
+
+
+def _read_hub(name: str, split: str) -> list[dict]:
+    return _load_dataset(name, split, f"data {name!r}: not a local file or directory, and "
+                         "`datasets.load_dataset` could not load it as a hub dataset (offline, "
+                         "only datasets in the local cache load)")  # fmt: skip
+
+
+def _load_dataset(name: str, split: str, context: str) -> list[dict]:
+    """``datasets.load_dataset(name, split=split)`` as rows; any failure one ``UserError`` line."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # not found, offline and not cached, unknown split, bad files
+        raise UserError(f"{context} ({type(e).__name__}: {_first_line(e)})") from None
+    if not isinstance(ds, datasets.Dataset):
+        raise UserError(f"{context} (got a {type(ds).__name__}, not a Dataset split)")
     return ds.to_list()
 
 
@@ -181,45 +309,44 @@ def _check_messages(msgs: object, key: str) -> str | None:
     return None
 
 
-def to_conversation(row: dict) -> tuple[list, list, list] | str:
-    """(prompt, chosen, rejected) message lists of a row, or a problem description."""
-    for key in ("chosen", "rejected"):
-        if problem := _missing(row, key):
-            return problem
-    if isinstance(row["chosen"], str) or isinstance(row["rejected"], str):
-        for key in ("prompt", "chosen", "rejected"):
-            if problem := _missing(row, key):
-                return problem
-            if not isinstance(row[key], str):
-                return f"{key!r} must be a string, got {type(row[key]).__name__}"
-            if key != "prompt" and not row[key].strip():
-                return f"empty {key!r} response"
-        prompt = [{"role": "user", "content": row["prompt"]}]
-        return prompt, [_assistant(row["chosen"])], [_assistant(row["rejected"])]
-    for key in ("chosen", "rejected"):
-        if problem := _check_messages(row[key], key):
-            return problem
-    chosen, rejected = row["chosen"], row["rejected"]
-    if row.get("prompt") is not None:
-        if problem := _check_messages(row["prompt"], "prompt"):
-            return problem
-        prompt = row["prompt"]
-    else:  # implicit prompt: the longest shared prefix
-        n = 0
-        while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
-            n += 1
-        prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
-    for key, resp in (("chosen", chosen), ("rejected", rejected)):
-        if not resp or not any(m["content"].strip() for m in resp):
-            return f"empty {key!r} response"
-        if resp[0]["role"] != "assistant":
-            return f"{key!r} response must start with an assistant message"
-    return prompt, chosen, rejected
+ASSISTANT_TURN = "\n\nAssistant:"
+"""Where Anthropic-HH transcripts start an assistant turn (TRL's ``extract_anthropic_prompt``)."""
+
+
+def split_shared_prefix(chosen: str, rejected: str) -> tuple[str, str, str]:
+    """(prompt, chosen response, rejected response) of two full texts with an implicit prompt.
+
+    The prompt is their longest common prefix snapped back to a boundary: just after the last
+    ``"\\n\\nAssistant:"`` it contains (HH transcripts: the prompt ends with the final assistant
+    turn's marker, as in TRL); else at the start of its last whitespace run past position 0, so
+    each response begins with its own whitespace (as BPE tokens do) and never ends up empty when
+    one text is a prefix of the other; else the exact character prefix."""
+    n = 0
+    while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+        n += 1
+    shared = chosen[:n]
+    k = shared.rfind(ASSISTANT_TURN)
+    if k >= 0:
+        cut = k + len(ASSISTANT_TURN)
+    else:
+        runs = [m.start() for m in re.finditer(r"\s+", shared) if m.start() > 0]
+        cut = runs[-1] if runs else n
+    return chosen[:cut], chosen[cut:], rejected[cut:]
+
+
+@dataclass
+class _Parts:
+    """A row before tokenisation: the prompt (string, message list, or None for a ``text`` row)
+    and one or two (column, response) pairs, all strings or all message lists."""
+
+    prompt: str | list | None
+    responses: list[tuple[str, str | list]]
+    label: bool | None = None
 
 
 def _missing(row: dict, key: str) -> str | None:
     if key not in row:
-        return f"missing column {key!r} ({ACCEPTED})"
+        return f"missing column {key!r} ({accepted_layouts()})"
     if row[key] is None:
         return f"null value in column {key!r} (a {key} string or message list is required)"
     return None
@@ -229,17 +356,152 @@ def _assistant(text: str) -> dict:
     return {"role": "assistant", "content": text}
 
 
-def _standard_ids(tokenizer, row: dict) -> tuple[list[int], list[int], list[int]] | str:
-    for key in ("prompt", "chosen", "rejected"):
-        if not isinstance(row.get(key), str):
-            return f"column {key!r} must be a string (no chat template to render messages)"
-        if key != "prompt" and not row[key].strip():
+def _check_response(key: str, resp: list) -> str | None:
+    if not resp or not any(m["content"].strip() for m in resp):
+        return f"empty {key!r} response"
+    if resp[0]["role"] != "assistant":
+        return f"{key!r} response must start with an assistant message"
+    return None
+
+
+def _pair_parts(row: dict, explicit: bool) -> _Parts | str:
+    """A preference row (``chosen``/``rejected``, with ``prompt`` when ``explicit``)."""
+    for key in ("chosen", "rejected"):
+        if problem := _missing(row, key):
+            return problem
+    if isinstance(row["chosen"], str) or isinstance(row["rejected"], str):
+        keys = ("prompt", "chosen", "rejected") if explicit else ("chosen", "rejected")
+        for key in keys:
+            if problem := _missing(row, key):
+                return problem
+            if not isinstance(row[key], str):
+                return f"{key!r} must be a string, got {type(row[key]).__name__}"
+        if explicit:
+            prompt, chosen, rejected = row["prompt"], row["chosen"], row["rejected"]
+        else:
+            prompt, chosen, rejected = split_shared_prefix(row["chosen"], row["rejected"])
+        for key, resp in (("chosen", chosen), ("rejected", rejected)):
+            if not resp.strip():
+                shared = "" if explicit else " (all of it is the prefix shared with the other)"
+                return f"empty {key!r} response{shared}"
+        return _Parts(prompt, [("chosen", chosen), ("rejected", rejected)])
+    for key in ("chosen", "rejected"):
+        if problem := _check_messages(row[key], key):
+            return problem
+    chosen, rejected = row["chosen"], row["rejected"]
+    if row.get("prompt") is not None:
+        if problem := _check_messages(row["prompt"], "prompt"):
+            return problem
+        prompt = row["prompt"]
+    else:  # implicit prompt: the longest shared prefix of messages
+        n = 0
+        while n < min(len(chosen), len(rejected)) and chosen[n] == rejected[n]:
+            n += 1
+        prompt, chosen, rejected = chosen[:n], chosen[n:], rejected[n:]
+    for key, resp in (("chosen", chosen), ("rejected", rejected)):
+        if problem := _check_response(key, resp):
+            return problem
+    return _Parts(prompt, [("chosen", chosen), ("rejected", rejected)])
+
+
+def _single_parts(row: dict, key: str, prompt_optional: bool) -> _Parts | str:
+    """A row with one response in column ``key`` and a ``prompt`` (optional: without one, a
+    string response is a ``text`` row and a message list a ``messages`` one)."""
+    if prompt_optional and row.get("prompt") is None:
+        if problem := _missing(row, key):
+            return problem
+        return _lm_parts(row, key)
+    for k in ("prompt", key):
+        if problem := _missing(row, k):
+            return problem
+    prompt, resp = row["prompt"], row[key]
+    if isinstance(prompt, str) or isinstance(resp, str):
+        for k in ("prompt", key):
+            if not isinstance(row[k], str):
+                return f"{k!r} must be a string, got {type(row[k]).__name__}"
+        if not resp.strip():
             return f"empty {key!r} response"
-    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    prompt = tokenizer(row["prompt"])["input_ids"]
-    chosen = tokenizer(row["chosen"], add_special_tokens=False)["input_ids"] + eos
-    rejected = tokenizer(row["rejected"], add_special_tokens=False)["input_ids"] + eos
-    return prompt, chosen, rejected
+        return _Parts(prompt, [(key, resp)])
+    for k in ("prompt", key):
+        if problem := _check_messages(row[k], k):
+            return problem
+    if problem := _check_response(key, resp):
+        return problem
+    return _Parts(prompt, [(key, resp)])
+
+
+def _lm_parts(row: dict, key: str | None = None) -> _Parts | str:
+    """A language-modelling row: ``text`` (string) or ``messages`` (list); ``key`` forces the
+    column."""
+    if key is None:
+        key = "messages" if row.get("messages") is not None else "text"
+        if key not in row:
+            return f"missing column 'text' or 'messages' ({accepted_layouts()})"
+    if problem := _missing(row, key):
+        return problem
+    value = row[key]
+    if isinstance(value, str):
+        if not value.strip():
+            return f"empty {key!r} text"
+        return _Parts(None, [(key, value)])
+    if problem := _check_messages(value, key):
+        return problem
+    last = max((j for j, m in enumerate(value) if m["role"] == "assistant"), default=None)
+    if last is None:
+        return f"{key!r} has no assistant message to train on"
+    prompt, resp = value[:last], value[last:]
+    if not any(m["content"].strip() for m in resp):
+        return f"empty {key!r} response (its last assistant message)"
+    return _Parts(prompt, [(key, resp)])
+
+
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
+
+
+def _label(value: object) -> bool | None:
+    """A ``label`` as a bool: true/false, 1/0 (CSV cells: "True", "false", "1", ...)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    return None
+
+
+def row_parts(row: dict, layout: str) -> _Parts | str:
+    """The prompt and response(s) of a row of ``layout``, or a problem description."""
+    if layout in ("preference", "implicit"):
+        return _pair_parts(row, explicit=layout == "preference")
+    if layout == "unpaired":
+        parts = _single_parts(row, "completion", prompt_optional=False)
+        if isinstance(parts, str):
+            return parts
+        if problem := _missing(row, "label"):
+            return problem
+        if (label := _label(row["label"])) is None:
+            return f"'label' must be true or false, got {row['label']!r}"
+        parts.label = label
+        return parts
+    if layout == "completion":
+        return _single_parts(row, "completion", prompt_optional=False)
+    if layout == "chosen_only":
+        return _single_parts(row, "chosen", prompt_optional=True)
+    if layout == "lm":
+        return _lm_parts(row)
+    return f"columns {sorted(row)} match no layout ({accepted_layouts()})"
+
+
+def to_conversation(row: dict) -> tuple[list, list, list] | str:
+    """(prompt, chosen, rejected) message lists of a preference row, or a problem description."""
+    parts = _pair_parts(row, explicit="prompt" in row)
+    if isinstance(parts, str):
+        return parts
+    (_, chosen), (_, rejected) = parts.responses
+    if isinstance(chosen, str):
+        prompt = [{"role": "user", "content": parts.prompt}]
+        return prompt, [_assistant(chosen)], [_assistant(rejected)]
+    return parts.prompt, chosen, rejected
 
 
 def _render(tokenizer, messages: list, generation_prompt: bool) -> list[int]:
@@ -249,18 +511,76 @@ def _render(tokenizer, messages: list, generation_prompt: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def _template_ids(tokenizer, convo) -> tuple[list[int], list[int], list[int]] | str:
-    prompt, chosen, rejected = convo
+def _template_ids(tokenizer, prompt: list, responses: list) -> tuple[list, list] | str:
     prompt_ids = _render(tokenizer, prompt, generation_prompt=True)
-    out = [prompt_ids]
-    for key, resp in (("chosen", chosen), ("rejected", rejected)):
+    out = []
+    for key, resp in responses:
         full = _render(tokenizer, prompt + resp, generation_prompt=False)
         if full[: len(prompt_ids)] != prompt_ids:
             return f"chat template: the rendered prompt is not a token prefix of the {key} one"
         out.append(full[len(prompt_ids) :])
         if not out[-1]:
             return f"empty {key!r} response after tokenisation"
-    return out[0], out[1], out[2]
+    return prompt_ids, out
+
+
+def _plain_ids(tokenizer, prompt: str, responses: list) -> tuple[list, list]:
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    prompt_ids = tokenizer(prompt)["input_ids"]
+    out = [tokenizer(r, add_special_tokens=False)["input_ids"] + eos for _, r in responses]
+    return prompt_ids, out
+
+
+def _parts_ids(tokenizer, parts: _Parts, use_template: bool) -> tuple[list, list] | str:
+    if isinstance(parts.responses[0][1], list):
+        if not use_template:
+            return "conversational row (message lists) but no chat template is in use"
+        return _template_ids(tokenizer, parts.prompt, parts.responses)
+    if parts.prompt is None:  # a `text` row: the whole text is the response, never templated
+        return _plain_ids(tokenizer, "", parts.responses)
+    if use_template:
+        prompt = [{"role": "user", "content": parts.prompt}]
+        responses = [(key, [_assistant(r)]) for key, r in parts.responses]
+        return _template_ids(tokenizer, prompt, responses)
+    return _plain_ids(tokenizer, parts.prompt, parts.responses)
+
+
+def _response_text(resp: str | list) -> str:
+    return resp if isinstance(resp, str) else "".join(m["content"] for m in resp)
+
+
+@dataclass
+class _Tokenised:
+    prompt_ids: list
+    responses: list
+    truncated: int
+    prompt_text: str
+    response_text: str
+    label: bool | None
+
+
+def _tokenize_row(tokenizer, row, layout, use_template, max_len, max_prompt_len):
+    if not isinstance(row, dict):
+        return f"row must be an object/dict, got {type(row).__name__}"
+    parts = row_parts(row, layout)
+    if isinstance(parts, str):
+        return parts
+    ids = _parts_ids(tokenizer, parts, use_template)
+    if isinstance(ids, str):
+        return ids
+    prompt, responses = ids
+    if not prompt:  # no prompt text and no BOS: the first token has no context to predict it
+        if len(responses) > 1 or len(responses[0]) < 2:
+            return "empty prompt after tokenisation (no shared prefix and no BOS token)"
+        prompt, responses = responses[0][:1], [responses[0][1:]]
+    if len(prompt) > max_prompt_len:
+        return f"prompt longer than the limit ({len(prompt)} > max_prompt_len={max_prompt_len})"
+    room = max_len - len(prompt)
+    truncated = int(any(len(r) > room for r in responses))
+    prompt_text = parts.prompt if isinstance(parts.prompt, str) else ""
+    text = _response_text(parts.responses[0][1])
+    return _Tokenised(prompt, [r[:room] for r in responses], truncated, prompt_text, text,
+                      parts.label)  # fmt: skip
 
 
 def tokenize_rows(
@@ -273,65 +593,72 @@ def tokenize_rows(
     chat_template: str = "auto",
     skip_invalid: bool = False,
     require_rows: bool = True,
+    objective: str = "dpo",
 ) -> tuple[list[Example], DataReport]:
-    """Validate and tokenise ``rows``; invalid rows raise ``DataError`` unless ``skip_invalid``
-    (then they are counted per problem in the report). No valid row at all is an error unless
-    ``require_rows`` is False."""
+    """Validate and tokenise ``rows`` for ``objective`` (its layouts: see the module docstring);
+    invalid rows raise ``DataError`` unless ``skip_invalid`` (then they are counted per problem
+    in the report). A layout the objective cannot train on, or no valid row at all, is an error
+    (the latter unless ``require_rows`` is False)."""
     use_template = chat_template == "on" or (
         chat_template == "auto" and getattr(tokenizer, "chat_template", None)
     )
     if chat_template == "on" and not getattr(tokenizer, "chat_template", None):
         raise UserError("TrainConfig.chat_template: 'on' but the tokenizer has no chat template")
-    report, examples = DataReport(rows=len(rows)), []
+    layout = detect_layout(rows)
+    check_layout(layout, objective, path)
+    if layout == "chosen_only" and objectives.get(objective).data != "chosen":
+        layout = "preference"  # each row then names its missing 'rejected'
+    report, examples, unpaired = DataReport(rows=len(rows), layout=layout), [], []
     for i, row in enumerate(rows):
-        result = _tokenize_row(tokenizer, row, use_template, max_len, max_prompt_len)
+        result = _tokenize_row(tokenizer, row, layout, use_template, max_len, max_prompt_len)
         if isinstance(result, str):
             if not skip_invalid:
                 raise DataError(path, i, result)
             report.skipped[problem_kind(result)] += 1
             continue
-        prompt, chosen, rejected, truncated = result
-        report.truncated += truncated
-        report.identical += chosen == rejected
-        chosen_text = row["chosen"] if isinstance(row["chosen"], str) else ""
-        if not chosen_text:
-            convo = to_conversation(row)
-            chosen_text = "".join(m["content"] for m in convo[1])
-        prompt_text = row.get("prompt") if isinstance(row.get("prompt"), str) else ""
-        examples.append(
-            Example(
-                len(examples), *map(tuple, (prompt, chosen, rejected)), prompt_text, chosen_text
-            )
-        )
+        report.truncated += result.truncated
+        prompt = tuple(result.prompt_ids)
+        if layout == "unpaired":
+            unpaired.append(result)
+            continue
+        chosen = tuple(result.responses[0])
+        if len(result.responses) == 2:
+            rejected = tuple(result.responses[1])
+            report.identical += chosen == rejected
+        else:  # one response: the rejected side repeats it (chosen-only objectives ignore it)
+            rejected = chosen
+        text = result.response_text
+        examples.append(Example(len(examples), prompt, chosen, rejected, result.prompt_text, text))
+    if layout == "unpaired" and unpaired:
+        examples = match_unpaired(unpaired, report, path)
     report.kept = len(examples)
     if not examples and require_rows:
         raise UserError(f"{path}: no valid rows ({dict(report.skipped)} skipped)")
     return examples, report
 
 
-def _tokenize_row(tokenizer, row, use_template: bool, max_len: int, max_prompt_len: int):
-    if not isinstance(row, dict):
-        return f"row must be an object/dict, got {type(row).__name__}"
-    if use_template:
-        convo = to_conversation(row)
-        if isinstance(convo, str):
-            return convo
-        ids = _template_ids(tokenizer, convo)
-    else:
-        if isinstance(row.get("chosen"), list) or isinstance(row.get("rejected"), list):
-            return "conversational row (message lists) but no chat template is in use"
-        for key in ("prompt", "chosen", "rejected"):
-            if problem := _missing(row, key):
-                return problem
-        ids = _standard_ids(tokenizer, row)
-    if isinstance(ids, str):
-        return ids
-    prompt, chosen, rejected = ids
-    if len(prompt) > max_prompt_len:
-        return f"prompt longer than the limit ({len(prompt)} > max_prompt_len={max_prompt_len})"
-    room = max_len - len(prompt)
-    truncated = int(len(chosen) > room or len(rejected) > room)
-    return prompt, chosen[:room], rejected[:room], truncated
+def match_unpaired(rows: list[_Tokenised], report: DataReport, path: str) -> list[Example]:
+    """KTO pairs from unpaired rows: the k-th desirable row (label true) with the k-th
+    undesirable one, in file order, the smaller side cycled so that every row is used (the two
+    sides then weigh equally per epoch; ``--hp lam_d=… lam_u=…`` reweights them). KTO's loss is
+    a desirable term plus an undesirable term coupled only by the detached batch reference
+    point z0, so such a pair trains as the two rows would on their own."""
+    good = [r for r in rows if r.label]
+    bad = [r for r in rows if not r.label]
+    if not good or not bad:
+        raise UserError(
+            f"{path}: unpaired rows need both labels for KTO: {len(good)} desirable (label true) "
+            f"and {len(bad)} undesirable (label false) valid rows"
+        )
+    n = max(len(good), len(bad))
+    report.unpaired = {"desirable": len(good), "undesirable": len(bad), "pairs": n}
+    out = []
+    for k in range(n):
+        d, u = good[k % len(good)], bad[k % len(bad)]
+        other = None if u.prompt_ids == d.prompt_ids else tuple(u.prompt_ids)
+        out.append(Example(k, tuple(d.prompt_ids), tuple(d.responses[0]), tuple(u.responses[0]),
+                           d.prompt_text, d.response_text, other))  # fmt: skip
+    return out
 
 
 def problem_kind(problem: str) -> str:
@@ -341,10 +668,11 @@ def problem_kind(problem: str) -> str:
 
 def collate(examples: list[Example], pad_id: int) -> dict[str, Tensor]:
     """Right-padded concatenated batch: rows 0..B-1 are prompt+chosen, rows B..2B-1
-    prompt+rejected. Returns ``input_ids`` (2B, T), ``attention_mask`` (2B, T), ``loss_mask``
-    (2B, T) (1 on response tokens only) and ``idx`` (B,) row indices."""
+    prompt+rejected (the rejected response's own prompt where it has one). Returns
+    ``input_ids`` (2B, T), ``attention_mask`` (2B, T), ``loss_mask`` (2B, T) (1 on response
+    tokens only) and ``idx`` (B,) row indices."""
     seqs = [(e.prompt_ids, e.chosen_ids) for e in examples]
-    seqs += [(e.prompt_ids, e.rejected_ids) for e in examples]
+    seqs += [(e.rejected_prompt_ids or e.prompt_ids, e.rejected_ids) for e in examples]
     T = max(len(p) + len(r) for p, r in seqs)
     input_ids = torch.full((len(seqs), T), pad_id, dtype=torch.long)
     attention_mask = torch.zeros(len(seqs), T, dtype=torch.long)

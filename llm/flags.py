@@ -17,11 +17,20 @@ Aliases (``--snake_case`` and ``--kebab-case`` both accepted, ``--flag=value`` t
 | output_dir | out_dir |
 | loss_type | objective |
 | use_peft | lora |
+| dataset_split, dataset_train_split | data_split |
+| dataset_test_split | eval_data_split |
 | beta X | hp beta=X |
 | bf16 [true/false] | precision bf16 / fp32 |
 
 ``max_steps``, ``seed``, ``gradient_checkpointing``, ``lora_r``, ``lora_alpha`` already have
 TRL's names (snake_case spellings are accepted as well).
+
+Values: ``--loss_type`` takes TRL's names too (``LOSS_TYPES``: sigmoid → dpo, sigmoid_norm →
+dpo with length_norm=mean, sft → sft with length_norm=mean; the others are registry names), one
+at a time (TRL's weighted combinations have no counterpart). ``--num_train_epochs`` takes a whole
+number, also written 3.0; a fraction is an error (use --max-steps). Every ``--hp`` value, and
+those ``--beta`` and ``--loss_type`` imply, end up in one ``--hp`` group (tyro keeps only the
+last group; within it a later key=value wins).
 """
 
 from __future__ import annotations
@@ -43,7 +52,16 @@ ALIASES = {
     "output_dir": "out_dir",
     "loss_type": "objective",
     "use_peft": "lora",
+    "dataset_split": "data_split",
+    "dataset_train_split": "data_split",
+    "dataset_test_split": "eval_data_split",
 }
+LOSS_TYPES = {
+    "sigmoid": ("dpo", ()),
+    "sigmoid_norm": ("dpo", ("length_norm=mean",)),
+    "sft": ("sft", ("length_norm=mean",)),
+}
+"""TRL ``loss_type`` values that are not registry names: (objective, implied hyperparameters)."""
 _TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
 
@@ -60,12 +78,36 @@ def _bool_value(argv: list[str], i: int) -> tuple[bool | None, int]:
     return None, 0
 
 
+def _values(argv: list[str], i: int, inline: str | None) -> list[str]:
+    """The values of the flag at ``argv[i]``: its ``=value``, or the tokens up to the next flag."""
+    if inline is not None:
+        return [inline]
+    j = i + 1
+    while j < len(argv) and not argv[j].startswith("--"):
+        j += 1
+    return argv[i + 1 : j]
+
+
+def _epochs(value: str) -> str:
+    try:
+        epochs = float(value)
+    except ValueError:
+        return value  # tyro reports it
+    if not epochs.is_integer():
+        raise UserError(
+            f"--num_train_epochs {value}: fractional epochs have no counterpart here (whole "
+            "passes only); use --max-steps for a partial pass"
+        )
+    return str(int(epochs))
+
+
 def translate(argv: list[str]) -> list[str]:
     """``argv`` with HF/TRL spellings rewritten to this CLI's; ``UserError`` with a "did you
     mean" for a flag that is neither."""
     fields = _fields()
     known = set(fields) | set(ALIASES) | {"beta", "bf16", "help", "h"}
     out: list[str] = []
+    hp: list[str] = []  # every --hp value, in order, emitted as one group at the end
     i = 0
     while i < len(argv):
         token = argv[i]
@@ -83,7 +125,30 @@ def translate(argv: list[str]) -> list[str]:
             raise UserError(f"unknown flag --{flag}{hint}")
         if name == "beta":
             value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
-            out += ["--hp", f"beta={value}"]
+            hp.append(f"beta={value}")
+            i += 1 if eq else 2
+            continue
+        if name == "hp":
+            values = _values(argv, i, inline if eq else None)
+            hp += values
+            i += 1 if eq else 1 + len(values)
+            continue
+        if name in ("loss_type", "objective"):
+            values = _values(argv, i, inline if eq else None)
+            i += 1 if eq else 1 + len(values)
+            if len(values) > 1:
+                raise UserError(
+                    f"--{flag} {' '.join(values)}: one objective at a time (TRL's weighted "
+                    "combinations of loss types have no counterpart here)"
+                )
+            if values and name == "loss_type":  # TRL's names (LOSS_TYPES) or registry names
+                objective, implied = LOSS_TYPES.get(values[0], (values[0], ()))
+                values, hp = [objective], [*implied, *hp]  # explicit --hp values win
+            out += ["--objective", *values]
+            continue
+        if name == "num_train_epochs":
+            value = inline if eq else (argv[i + 1] if i + 1 < len(argv) else "")
+            out += ["--epochs", _epochs(value)]
             i += 1 if eq else 2
             continue
         if name == "bf16":
@@ -102,4 +167,4 @@ def translate(argv: list[str]) -> list[str]:
         dashed = ("no-" if negated else "") + (target[3:] if negated else target).replace("_", "-")
         out.append(f"--{dashed}" + (f"={inline}" if eq else ""))
         i += 1
-    return out
+    return out + (["--hp", *hp] if hp else [])

@@ -61,7 +61,10 @@ class PrecomputedReference:
 def examples_digest(examples: Sequence[Example]) -> str:
     h = hashlib.sha256()
     for e in examples:
-        h.update(json.dumps([e.prompt_ids, e.chosen_ids, e.rejected_ids]).encode())
+        ids = [e.prompt_ids, e.chosen_ids, e.rejected_ids]
+        if e.rejected_prompt_ids is not None:  # matched unpaired rows: the rejected one's prompt
+            ids.append(e.rejected_prompt_ids)
+        h.update(json.dumps(ids).encode())
     return h.hexdigest()
 
 

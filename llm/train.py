@@ -129,7 +129,7 @@ def load_data(cfg: TrainConfig, *, count_all: bool = False):
     ``count_all`` counts every problem (as --skip-invalid does) instead of stopping at the first."""
     rows = {"train": read_rows(cfg.data, cfg.data_split)}
     if cfg.eval_data:
-        rows["eval"] = read_rows(cfg.eval_data, cfg.data_split)
+        rows["eval"] = read_rows(cfg.eval_data, cfg.eval_data_split or cfg.data_split)
     tokenizer = models.load_tokenizer(
         cfg.model,
         corpus=lambda: corpus_texts(rows["train"]),
@@ -143,6 +143,7 @@ def load_data(cfg: TrainConfig, *, count_all: bool = False):
         chat_template=cfg.chat_template,
         skip_invalid=cfg.skip_invalid or count_all,
         require_rows=not count_all,
+        objective=cfg.objective,
     )
     splits, reports = {}, {}
     for split, split_rows in rows.items():
@@ -174,8 +175,16 @@ def warn_data(reports: dict, accelerator) -> None:
         return
     for split, rep in reports.items():
         if rep["skipped"]:
-            print(f"[llm] {split}: skipped {rep['rows'] - rep['kept']} invalid rows: ", end="")
+            print(f"[llm] {split}: skipped {sum(rep['skipped'].values())} invalid rows: ", end="")
             print(rep["skipped"], file=sys.stderr)
+        if rep.get("unpaired"):
+            u = rep["unpaired"]
+            print(
+                f"[llm] {split}: unpaired rows: {u['desirable']} desirable and {u['undesirable']} "
+                f"undesirable matched into {u['pairs']} KTO pairs"
+                + ("" if u["desirable"] == u["undesirable"] else " (the smaller side reused)"),
+                file=sys.stderr,
+            )
         if rep["identical"]:
             print(
                 f"[llm] warning: {split}: {rep['identical']} of {rep['kept']} pairs have identical "
@@ -205,7 +214,7 @@ def dry_run(cfg: TrainConfig) -> dict:
     report = {"data": reports, "run_dir": str(run_dir), "run_dir_exists": run_dir.exists()}
     print(json.dumps(report, indent=1))
     problems = [
-        f"{split}: {rep['rows'] - rep['kept']} invalid rows {rep['skipped']}"
+        f"{split}: {sum(rep['skipped'].values())} invalid rows {rep['skipped']}"
         for split, rep in reports.items()
         if rep["skipped"] and not cfg.skip_invalid
     ]
@@ -405,11 +414,10 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
     return {**record, "run_dir": str(ses.run_dir)}
 
 
-def cli(argv: list[str]) -> dict:
-    """Parse ``argv`` into a config and run it; prints the final eval metrics (main process)."""
+def _parse(argv: list[str]) -> TrainConfig:
+    """The validated config of a command line (HF/TRL spellings translated, see llm.flags)."""
     import tyro
 
-    import objectives
     from llm.flags import translate
 
     argv = translate(list(argv))  # HF/TRL flag spellings; "did you mean" for unknown flags
@@ -419,6 +427,12 @@ def cli(argv: list[str]) -> dict:
     with deferred_validation():  # our one-line errors, not tyro's box around them
         cfg = tyro.cli(TrainConfig, args=argv, description=description)
     validate(cfg)
+    return cfg
+
+
+def cli(argv: list[str]) -> dict:
+    """Parse ``argv`` into a config and run it; prints the final eval metrics (main process)."""
+    cfg = _parse(argv)
     result = run(cfg)
     from accelerate import PartialState
 

@@ -15,15 +15,15 @@ def test_hf_and_trl_spellings_become_our_flags():
     assert translate(argv) == [
         "--model", "m", "--lr=5e-6", "--batch-size", "2", "--grad-accum", "4", "--epochs", "3",
         "--max-len", "512", "--max-prompt-len", "128", "--out-dir", "out", "--objective", "ipo",
-        "--hp", "beta=0.2", "--lora", "--lora-r", "16", "--seed", "3", "--precision", "fp32",
-        "--gradient-checkpointing", "--data", "d.jsonl",
+        "--lora", "--lora-r", "16", "--seed", "3", "--precision", "fp32",
+        "--gradient-checkpointing", "--data", "d.jsonl", "--hp", "beta=0.2",
     ]  # fmt: skip
 
 
 def test_own_flags_pass_through_unchanged():
     argv = ["--data", "x", "--no-progress", "--hp", "beta=0.1", "--dry-run", "--bf16"]
-    assert translate(argv) == ["--data", "x", "--no-progress", "--hp", "beta=0.1", "--dry-run",
-                               "--precision", "bf16"]  # fmt: skip
+    assert translate(argv) == ["--data", "x", "--no-progress", "--dry-run", "--precision", "bf16",
+                               "--hp", "beta=0.1"]  # fmt: skip
 
 
 def test_unknown_flag_suggests_the_closest():
@@ -48,3 +48,38 @@ def test_cli_one_line_error_and_help_lists_objectives(capsys):
         main(["--help"])
     assert e.value.code == 0
     assert "asft" in capsys.readouterr().out
+
+
+def test_values_trl_spells_differently():
+    # TRL's loss_type names; the hyperparameters they imply come first, so explicit ones win
+    assert translate(["--loss_type", "sigmoid"]) == ["--objective", "dpo"]
+    assert translate(["--loss-type=sigmoid_norm", "--beta", "0.3"]) == [
+        "--objective", "dpo", "--hp", "length_norm=mean", "beta=0.3"
+    ]  # fmt: skip
+    assert translate(["--hp", "length_norm=sum", "--loss_type", "sft"]) == [
+        "--objective", "sft", "--hp", "length_norm=mean", "length_norm=sum"
+    ]  # fmt: skip
+    assert translate(["--loss_type", "robust"]) == ["--objective", "robust"]
+    with pytest.raises(UserError, match=r"--loss_type sigmoid sft: one objective at a time"):
+        translate(["--loss_type", "sigmoid", "sft"])
+    assert translate(["--num_train_epochs", "3.0"]) == ["--epochs", "3"]
+    with pytest.raises(UserError, match=r"fractional epochs .* use --max-steps"):
+        translate(["--num_train_epochs=2.5"])
+    assert translate(["--dataset_name", "org/prefs", "--dataset_train_split", "train",
+                      "--dataset_test_split", "test"]) == [
+        "--data", "org/prefs", "--data-split", "train", "--eval-data-split", "test"
+    ]  # fmt: skip
+
+
+def test_every_hp_value_lands_in_one_group():
+    """tyro keeps only the last ``--hp`` group: ``--beta`` and ``--hp`` must not drop each
+    other."""
+    from llm.config import TrainConfig
+    from llm.train import _parse
+
+    argv = ["--objective", "kto", "--beta", "0.2", "--hp", "lam_d=2", "--hp", "lam_u=0.5"]
+    assert translate(argv)[-4:] == ["--hp", "beta=0.2", "lam_d=2", "lam_u=0.5"]
+    cfg = _parse(argv)
+    assert isinstance(cfg, TrainConfig)
+    assert cfg.hparams() == {"beta": 0.2, "lam_d": 2.0, "lam_u": 0.5}
+    assert _parse(["--num_train_epochs", "2.0", "--bf16", "--use_peft"]).epochs == 2
