@@ -2,9 +2,9 @@
 
 ``--reward`` is one of:
 
-- a built-in length reward (paper A's synthetic tasks, science.md §5), where ``len`` is the number
-  of generated response tokens *excluding* the EOS token (a response cut at max_new_tokens counts
-  all its tokens):
+- a built-in length reward (paper A's synthetic tasks, docs/science.md §5), where ``len`` is the
+  number of generated response tokens *excluding* the EOS token (a response cut at
+  max_new_tokens counts all its tokens):
 
   - ``length_min``:  r = -len                    (shorter is better)
   - ``length_mode``: r = -|len - m|              (``--reward-args m=20``; m defaults to 20)

@@ -1,4 +1,4 @@
-"""The N-token bandit (science.md §2) as a language-model task for the rounds harness.
+"""The N-token bandit (docs/science.md §2) as a language-model task for the rounds harness.
 
 A response is 9 tokens, each an arm of the categorical bandit (token id = arm, K = 100); the
 prompt is one arm token. The reference LM is a Hugging Face GPT-2 (3 layers, 3 heads, width 48,

@@ -1,6 +1,6 @@
 """Closed-form gradients of the objectives for a tabular softmax policy and in probability space.
 
-Tabular softmax (science.md §4): with π = softmax(z) over K arms, ∂ℓ(y)/∂z = e_y - π, so for a
+Tabular softmax (docs/science.md §4): with π = softmax(z) over K arms, ∂ℓ(y)/∂z = e_y - π, so for a
 loss whose partial with respect to ℓ(y_b) is g_b,
 
     ∂L/∂z = (1/B) Σ_b g_b (e_{y_b} - π)           (mean over the B examples of the batch)

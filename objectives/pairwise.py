@@ -12,7 +12,7 @@ registry that they need means, and SFT, DPO and IPO take a ``length_norm`` switc
 default, or "mean": TRL's ``sft``/``sigmoid_norm``/``ipo``) that tells the caller which to pass
 (``Objective.uses_mean_logps``). Reference log-probs are detached inside.
 
-Notation (science.md §3): ρ = ℓ - log π_ref, h = ρ_w - ρ_l, P = exp(ℓ̄).
+Notation (docs/science.md §3): ρ = ℓ - log π_ref, h = ρ_w - ρ_l, P = exp(ℓ̄).
 
 Inputs are checked (``objectives._checks``): every tensor given must have exactly the same shape
 (no broadcasting) and no log-probability may be positive beyond rounding; either is a

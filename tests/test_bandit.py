@@ -76,7 +76,7 @@ def test_exact_expected_reward_equals_monte_carlo():
 
 
 def _plain_metrics(logp_EK, reward, ref_logp):
-    """Per-context loops over the formulas of science.md §2."""
+    """Per-context loops over the formulas of docs/science.md §2."""
     out = {k: 0.0 for k in ("reward", "kl", "kl_fwd", "ent", "opt")}
     for x in range(logp_EK.shape[0]):
         for y in range(logp_EK.shape[1]):

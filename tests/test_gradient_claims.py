@@ -1,4 +1,4 @@
-"""Each gradient claim of the two papers (science.md §4) as a test."""
+"""Each gradient claim of the two papers (docs/science.md §4) as a test."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""The synthetic length tasks (science.md §5): reference LM, rewards, preference data, runner."""
+"""The synthetic length tasks (docs/science.md §5): reference LM, rewards, data, runner."""
 
 import dataclasses
 import json

@@ -1,4 +1,4 @@
-"""Autograd against the hand-derived closed forms, and the structural claims of science.md §4."""
+"""Autograd against the hand-derived closed forms; the structural claims of docs/science.md §4."""
 
 import math
 
@@ -145,7 +145,7 @@ def test_sft_moves_every_arm():
 
 
 def test_asft_logit_gradient_formula():
-    # −(1+λ)(e_w − π) + λ P_l/(1−P_l) (e_l − π), science.md §4
+    # −(1+λ)(e_w − π) + λ P_l/(1−P_l) (e_l − π), docs/science.md §4
     logits, *_ = _problem(6)
     lam, pi = 0.3, torch.softmax(logits, -1)
     e = torch.eye(K, dtype=logits.dtype)

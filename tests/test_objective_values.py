@@ -1,5 +1,5 @@
 """Hand-computed values: two or more per objective. Every expected number is derived in the
-comment beside it from the formula in science.md §3, not by calling the code."""
+comment beside it from the formula in docs/science.md §3, not by calling the code."""
 
 import math
 
@@ -334,3 +334,22 @@ def test_asft_tempered_beta():
     close(pair("asft", lw, ll, lam=1.0, beta=2.0), [math.log(1.25) + 2 * math.log(17 / 16)])
     close(pair("asft", lw, ll, lam=1.0, beta=0.5), [math.log(1.25) + 2 * math.log(1.5)])
     close(pair("asft", lw, ll, lam=1.0, beta=1.0), [-3 * math.log(0.8)])
+
+
+@pytest.mark.parametrize("beta,tau", [(0.1, 0.05), (1.0, 0.05), (0.5, 1.0)])
+def test_discopop_slope_at_the_reference(beta, tau):
+    # at h = 0 (policy = reference), d/dh of (1-m)(-log σ(βh)) + m e^{-βh}, m = σ(βh/τ):
+    # β[-(ln 2)/(4τ) - ¼ + 1/(4τ) - ½] = β[(1 - ln 2)/(4τ) - ¾]; positive for τ < (1 - ln 2)/3,
+    # so at TRL's τ = 0.05 a descent step from the reference lowers the margin
+    lw = t([-1.0], dtype=torch.float64, requires_grad=True)
+    loss = OBJECTIVES["discopop"](
+        chosen_logps=lw,
+        rejected_logps=t([-2.0], dtype=torch.float64),
+        ref_chosen_logps=t([-1.0], dtype=torch.float64),
+        ref_rejected_logps=t([-2.0], dtype=torch.float64),
+        beta=beta,
+        tau=tau,
+    )
+    loss.sum().backward()
+    close(lw.grad, [beta * ((1 - LOG2) / (4 * tau) - 0.75)])
+    assert (lw.grad.item() > 0) == (tau < (1 - LOG2) / 3)

@@ -1,4 +1,4 @@
-"""The categorical bandit of paper A (science.md §2): arms, reference policy, rewards, contexts.
+"""Paper A's categorical bandit (docs/science.md §2): arms, reference policy, rewards, contexts.
 
 Neither the reward nor the reference depends on the context; contexts only feed the policy.
 """

@@ -266,7 +266,7 @@ def validate(c: BanditConfig) -> None:
 
 
 # ----------------------------------------------------------------------------------------------
-# Presets: the four shipped configurations of science.md §2 and on-policy counterparts.
+# Presets: the four shipped configurations of docs/science.md §2 and on-policy counterparts.
 
 # n_train_contexts = P: the official scripts train on one fixed set of P prompts.
 _ON = dict(

@@ -1,4 +1,4 @@
-"""Check the papers' gradient claims from the command line (science.md §4).
+"""Check the papers' gradient claims from the command line (docs/science.md §4).
 
     python -m toy.gradients point --objective dpo --x-w 0.3 --x-l 0.1 --hp beta=0.1
     python -m toy.gradients field --objective asft --hp lam=0.1 --out field.csv

@@ -3,7 +3,7 @@ x_w = π(y_w) and x_l = π(y_l) on the feasible triangle x_w + x_l ≤ 1.
 
 The descent field is (-∂L/∂x_w, -∂L/∂x_l) from the closed forms in ``objectives``; the
 push-down ratio |∂L/∂x_l| / |∂L/∂x_w| says how much faster the loss lowers the rejected response
-than it raises the chosen one. Claims (science.md §4): DPO's ratio is x_w/x_l at every β and
+than it raises the chosen one. Claims (docs/science.md §4): DPO's ratio is x_w/x_l at every β and
 reference, shared by every loss of log x_w - log x_l (IPO, SimPO, SLiC); ASFT's is
 λ x_w / ((1+λ)(1 - x_l)) < 1 on the triangle.
 """
