@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import objectives
-from runio import UserError, config_hash, validation_deferred
+from runio import UserError, config_hash, tracking, validation_deferred
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,12 @@ class TrainConfig:
     """Where runs/<name>/ is written."""
     progress: bool = True
     """Show a progress bar."""
+    report_to: str = "none"
+    """Experiment tracking through accelerate's trackers (HF's --report_to): none, tensorboard or
+    wandb (pip install 'modeseek[wandb]'). Every metrics.jsonl record's numbers are logged under
+    the same names at its step (step itself is the x-axis), with the resolved config as
+    hyperparameters; files in runs/<name>/tracking/. wandb runs offline (WANDB_MODE=offline)
+    unless WANDB_MODE is set or an API key is configured."""
     # ---- on-policy rounds (paper A, Algorithm 1): modes on_policy / offline / hybrid ----------
     mode: Literal["pairs", "on_policy", "offline", "hybrid"] = "pairs"
     """pairs: train on the offline preference pairs of --data (the default). on_policy / offline
@@ -211,7 +217,7 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
 
-NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run")
+NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run", "report_to")
 """Fields that do not change a run's results (left out of the automatic name's hash and of the
 resume comparison)."""
 
@@ -283,6 +289,8 @@ def validate(c: TrainConfig) -> None:
     _require(c.logps_chunk >= 1, "logps_chunk", "must be at least 1")
     _require(c.logps_checkpoint_mb >= 0, "logps_checkpoint_mb", "must be non-negative")
     _require(c.lora_r >= 1, "lora_r", "must be at least 1")
+    untrackable = tracking.problem(c.report_to)  # unknown name, or its package missing
+    _require(untrackable is None, "report_to", str(untrackable))
     _require(
         c.ref != "adapter" or c.lora, "ref", "'adapter' needs --lora (the base model is the ref)"
     )

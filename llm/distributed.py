@@ -102,14 +102,16 @@ def groupable_device() -> bool:
     return acc.current_accelerator().type != "mps"
 
 
-def build_accelerator(precision: str):
+def build_accelerator(precision: str, log_with: str | None = None, project_dir: str | None = None):
     """The Accelerator for training (CPU and gloo for a multi-process launch without a groupable
-    device), after checking that all requested processes joined it."""
+    device), after checking that all requested processes joined it. ``log_with`` and
+    ``project_dir``: accelerate's experiment tracker and the directory of its files."""
     from accelerate import Accelerator
 
     requested = requested_processes()
     cpu = requested is not None and requested.count > 1 and not groupable_device()
     mixed = "bf16" if resolve_precision(precision) == "bf16" else "no"
-    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu)
+    tracking = {"log_with": log_with, "project_dir": project_dir} if log_with else {}
+    accelerator = Accelerator(mixed_precision=mixed, cpu=cpu, **tracking)
     check_process_count(requested, accelerator.num_processes)
     return accelerator

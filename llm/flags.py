@@ -22,8 +22,9 @@ Aliases (``--snake_case`` and ``--kebab-case`` both accepted, ``--flag=value`` t
 | beta X | hp beta=X |
 | bf16 [true/false] | precision bf16 / fp32 |
 
-``max_steps``, ``seed``, ``gradient_checkpointing``, ``lora_r``, ``lora_alpha`` already have
-TRL's names (snake_case spellings are accepted as well).
+``max_steps``, ``seed``, ``gradient_checkpointing``, ``lora_r``, ``lora_alpha`` and
+``report_to`` (one of none, tensorboard, wandb) already have TRL's / HF's names (snake_case
+spellings are accepted as well: ``--report_to wandb`` is ``--report-to wandb``).
 
 Values: ``--loss_type`` takes TRL's names too (``LOSS_TYPES``: sigmoid → dpo, sigmoid_norm →
 dpo with length_norm=mean, sft → sft with length_norm=mean; the others are registry names), one

@@ -55,7 +55,7 @@ from llm.round_log import (
     truncate_generations,
 )
 from llm.sampling import HFSampler, Sampler, eos_ids
-from runio import NonFiniteError, UserError, git_sha, versions
+from runio import NonFiniteError, UserError, git_sha, tracking, versions
 
 
 @dataclass
@@ -314,6 +314,27 @@ def run(
     if ses.start == runs.DONE:
         print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
         return {**runs.last_record(ses.run_dir), "run_dir": str(ses.run_dir)}
+    from llm.train import start_tracking
+
+    start_tracking(cfg, ses.accelerator, ses.run_dir, ses.start)
+    with tracking.finishing(ses.accelerator.trackers):  # closed before COMPLETE
+        record = _rounds(ses, on_round, extra_metrics)
+        if cfg.save_final:
+            runs.save_final(ses.accelerator, ses.policy, ses.tokenizer, ses.run_dir / "final")
+    runs.mark_complete(ses.run_dir, record)
+    return {**record, "run_dir": str(ses.run_dir)}
+
+
+def _rounds(
+    ses: RoundsSession,
+    on_round: Callable[[int, dict], None] | None,
+    extra_metrics: Callable[[torch.nn.Module, int], dict] | None,
+) -> dict:
+    """The rounds from the one ``ses.start`` is in, each logged (metrics.jsonl and the
+    trackers); returns the last round's record."""
+    from llm.train import log_record
+
+    cfg = ses.cfg
     first = ses.start // cfg.steps_per_round
     bar = tqdm(total=cfg.rounds, initial=first, disable=not cfg.progress, desc=cfg.mode)
     ses.policy.train()
@@ -327,7 +348,7 @@ def run(
         if extra_metrics is not None:
             with torch.no_grad():
                 record.update(extra_metrics(ses.accelerator.unwrap_model(ses.policy).model, r))
-        runs.append(ses.run_dir / "metrics.jsonl", record)
+        log_record(ses.accelerator, ses.run_dir / "metrics.jsonl", record)
         if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < cfg.rounds:
             _save(ses, r)
         bar.update(1)
@@ -335,7 +356,4 @@ def run(
         if on_round is not None:
             on_round(r, record)
     bar.close()
-    if cfg.save_final:
-        runs.save_final(ses.accelerator, ses.policy, ses.tokenizer, ses.run_dir / "final")
-    runs.mark_complete(ses.run_dir, record)
-    return {**record, "run_dir": str(ses.run_dir)}
+    return record

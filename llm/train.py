@@ -13,7 +13,9 @@ weights load — and only then the run directory is claimed (an existing run is 
 without --resume or --overwrite) and the model built.
 
 Outputs runs/<name>/: config.json (written before training), metrics.jsonl (one record per logged
-step, toy metric keys), generations.jsonl, checkpoints/step_*/, final/ and COMPLETE (last).
+step, toy metric keys), generations.jsonl, checkpoints/step_*/, final/ and COMPLETE (last); with
+--report-to tensorboard or wandb also tracking/ (the same metrics through accelerate's trackers,
+``runio.tracking``).
 User errors print one line and exit 2 (--debug for the traceback); a non-finite loss or gradient
 stops the run before the bad update, exit 3.
 """
@@ -53,6 +55,7 @@ from runio import (
     cli_entry,
     deferred_validation,
     git_sha,
+    tracking,
     versions,
 )
 
@@ -76,10 +79,39 @@ def resolve_ref(cfg: TrainConfig, obj: objectives.Objective) -> str:
     return cfg.ref
 
 
+def run_dir_of(cfg: TrainConfig) -> Path:
+    """runs/<name>: the run's directory."""
+    return Path(cfg.out_dir).expanduser() / cfg.run_name()
+
+
 def _accelerator(cfg: TrainConfig):
     from llm.distributed import build_accelerator
 
-    return build_accelerator(cfg.precision)
+    if cfg.report_to == "none":
+        return build_accelerator(cfg.precision)
+    project_dir = str(tracking.tracking_dir(run_dir_of(cfg)))
+    return build_accelerator(cfg.precision, log_with=cfg.report_to, project_dir=project_dir)
+
+
+def start_tracking(cfg: TrainConfig, accelerator, run_dir: Path, start: int) -> None:
+    """Start ``--report-to``'s tracker (accelerate's ``init_trackers``, main process) in
+    runs/<name>/tracking with the resolved config; ``start``: the step the run resumes from."""
+    if cfg.report_to == "none":
+        return
+    kwargs = {}
+    if accelerator.is_main_process:
+        kwargs = tracking.init_kwargs(cfg.report_to, run_dir, cfg.run_name(), start, "[llm]")
+    config = {**vars(cfg), "resolved_hparams": cfg.resolved_hparams(), "run_name": cfg.run_name()}
+    accelerator.init_trackers(
+        tracking.PROJECT, config=tracking.flat_config(config), init_kwargs={cfg.report_to: kwargs}
+    )
+
+
+def log_record(accelerator, path: Path, record: dict) -> None:
+    """Append ``record`` to metrics.jsonl and log its numbers to the trackers at its step (call
+    on the main process)."""
+    runs.append(path, record)
+    accelerator.log(tracking.scalars(record), step=record["step"])
 
 
 def _nograd_module(accelerator, policy):
@@ -210,7 +242,7 @@ def dry_run(cfg: TrainConfig) -> dict:
     """Check the config and every row without building the model: the report of ``--dry-run``.
     Raises a ``UserError`` summarising the problems when training would fail."""
     _, splits, reports = load_data(cfg, count_all=True)
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.run_name()
+    run_dir = run_dir_of(cfg)
     report = {"data": reports, "run_dir": str(run_dir), "run_dir_exists": run_dir.exists()}
     print(json.dumps(report, indent=1))
     problems = [
@@ -280,7 +312,7 @@ def _setup(cfg: TrainConfig) -> Session:
     warn_data(reports, accelerator)
     world = accelerator.num_processes
     pairs_per_step, steps_per_epoch, total = steps_plan(cfg, len(splits["train"]), world)
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.run_name()
+    run_dir = run_dir_of(cfg)
     resuming = runs.claim(cfg, run_dir, accelerator)
     model = models.load_model(
         cfg.model, tokenizer, seed=cfg.seed, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir
@@ -362,16 +394,31 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
     if cfg.dry_run:
         return dry_run(cfg)
     ses = _setup(cfg)
-    acc, metrics_path = ses.accelerator, ses.run_dir / "metrics.jsonl"
-    main = acc.is_main_process
+    acc = ses.accelerator
     if ses.start == runs.DONE:
-        if main:
+        if acc.is_main_process:
             print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
         return {**runs.last_record(ses.run_dir), "run_dir": str(ses.run_dir)}
+    start_tracking(cfg, acc, ses.run_dir, ses.start)
+    with tracking.finishing(acc.trackers):  # closed before COMPLETE; failed if this raises
+        record = _train(ses, on_step)
+        if cfg.save_final:
+            runs.save_final(acc, ses.policy, ses.tokenizer, ses.run_dir / "final")
+        acc.wait_for_everyone()
+    if acc.is_main_process:
+        runs.mark_complete(ses.run_dir, record)
+    return {**record, "run_dir": str(ses.run_dir)}
+
+
+def _train(ses: Session, on_step: Callable[[int, dict], None] | None) -> dict:
+    """The training steps from ``ses.start``, each logged (metrics.jsonl and the trackers);
+    returns the last step's record."""
+    cfg, acc, metrics_path = ses.cfg, ses.accelerator, ses.run_dir / "metrics.jsonl"
+    main = acc.is_main_process
     if ses.start == 0 and cfg.eval_every:
         record = {"step": 0, "epoch": 0.0, **_evaluate(ses, 0)}
         if main:
-            runs.append(metrics_path, record)
+            log_record(acc, metrics_path, record)
     bar = tqdm(total=ses.total, initial=ses.start, disable=not (cfg.progress and main),
                desc="train")  # fmt: skip
     record: dict = {}
@@ -398,7 +445,7 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
         if s == ses.total or (cfg.eval_every and s % cfg.eval_every == 0):
             record.update(_evaluate(ses, s))
         if main and (s % cfg.log_every == 0 or s == ses.total or "eval/loss" in record):
-            runs.append(metrics_path, record)
+            log_record(acc, metrics_path, record)
         if cfg.save_every and s % cfg.save_every == 0 and s < ses.total:
             runs.save_checkpoint(acc, ses.run_dir, s, ses.scheduler, ses.policy)
         bar.update(1)
@@ -406,12 +453,7 @@ def run(cfg: TrainConfig, on_step: Callable[[int, dict], None] | None = None) ->
         if on_step is not None:
             on_step(s, record)
     bar.close()
-    if cfg.save_final:
-        runs.save_final(acc, ses.policy, ses.tokenizer, ses.run_dir / "final")
-    acc.wait_for_everyone()
-    if main:
-        runs.mark_complete(ses.run_dir, record)
-    return {**record, "run_dir": str(ses.run_dir)}
+    return record
 
 
 def _parse(argv: list[str]) -> TrainConfig:

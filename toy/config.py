@@ -95,6 +95,14 @@ class BanditConfig:
     """Where runs/<name>/ is written; empty string to write nothing."""
     progress: bool = True
     """Show a progress bar for runs longer than a few seconds."""
+    report_to: str = "none"
+    """Experiment tracking through accelerate's trackers: none, tensorboard or wandb (pip install
+    'modeseek[wandb]'), written after training to <out_dir>/<name>/tracking/. Every step of
+    metrics.jsonl is logged at its step under the metrics.jsonl names (values not evaluated, NaN,
+    are skipped; step and seed are not scalars): with one seed its values; with several seeds the
+    names hold the mean over the seeds and <name>/seed_<s> each seed's value. The resolved config
+    is stored as hyperparameters. wandb runs offline (WANDB_MODE=offline) unless WANDB_MODE is
+    set or an API key is configured."""
     resume: bool = False
     """Resume the run already in out_dir/name. A complete run (its COMPLETE marker written, after
     metrics.jsonl and dist.npz) is loaded and returned without training. An incomplete one (a
@@ -263,6 +271,14 @@ def validate(c: BanditConfig) -> None:
     _require(
         not (c.resume and c.overwrite), "resume", "--resume and --overwrite exclude each other"
     )
+    if c.report_to != "none":  # runio.tracking (and what it checks) only when asked for
+        from runio.tracking import problem
+
+        untrackable = problem(c.report_to)
+        _require(untrackable is None, "report_to", str(untrackable))
+        _require(
+            bool(c.out_dir), "report_to", "needs an out_dir (its files go in the run directory)"
+        )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -49,7 +49,7 @@ __all__ = [
     "versions",
 ]
 
-NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite")
+NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "report_to")
 """Config fields that do not change a run's results (left out of its hash and resume check)."""
 
 OUTPUTS = ("metrics.jsonl", "dist.npz")

@@ -6,8 +6,10 @@
 From Python: ``result = toy.train.run(BanditConfig(...))`` or ``run(preset("offline_ipo"))``.
 
 Outputs go to ``<out_dir>/<name>/`` (see ``toy.runio``): ``config.json`` before training, then
-``metrics.jsonl`` and ``dist.npz``, then ``COMPLETE`` last. The automatic name ends in a hash
-of every field that changes the results, so different configs never share a directory.
+``metrics.jsonl`` and ``dist.npz`` (and, with ``--report-to tensorboard|wandb``, ``tracking/``:
+the same metrics through accelerate's trackers, see ``report``), then ``COMPLETE`` last. The
+automatic name ends in a hash of every field that changes the results, so different configs
+never share a directory.
 
 Reliability:
 
@@ -381,8 +383,34 @@ def run(cfg: BanditConfig) -> RunResult:
         run_dir,
     )
     if run_dir is not None:
+        if cfg.report_to != "none":
+            report(cfg, run_dir, result.metrics)
         toy_runio.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
     return result
+
+
+def report(cfg: BanditConfig, run_dir: Path, metrics: pd.DataFrame) -> None:
+    """Log ``metrics`` (the metrics.jsonl table) to ``cfg.report_to``'s tracker (accelerate's,
+    in ``run_dir/tracking``; ``runio.tracking``), with the resolved config as hyperparameters.
+    Every step is logged at its step under the metrics.jsonl names, NaN (not evaluated) skipped:
+    one seed's values, or with several seeds the mean over seeds (of those with a value) plus
+    ``<name>/seed_<s>`` per seed. accelerate and the tracker are imported only here."""
+    from runio import tracking
+
+    names = [c for c in metrics.columns if c not in ("seed", "step")]
+    table = metrics.groupby("step")[names].mean()
+    if len(cfg.seeds) > 1:
+        import pandas as pd
+
+        wide = metrics.pivot(index="step", columns="seed", values=names)
+        wide.columns = [f"{name}/seed_{seed}" for name, seed in wide.columns]
+        table = pd.concat([table, wide], axis=1)
+    tags = [str(t) for t in table.columns]
+    config = toy_runio.resolved_config(cfg)
+    tracker = tracking.open_tracker(cfg.report_to, run_dir, cfg.run_name(), config, tag="[toy]")
+    with tracking.finishing([tracker]):
+        steps = [int(step) for step in table.index]
+        tracking.log_table(tracker, steps, tags, table.to_numpy().tolist())
 
 
 def parse_args(argv: list[str]) -> BanditConfig:
