@@ -29,6 +29,56 @@ PALETTE = {
     "asft": "#2ca02c",
     "kto": "#e7ba52",
 }
+# The names the papers use, for legends and titles (docs/science.md's objectives table; TRL's
+# loss types by their papers' names). Figures never print a registry key: ``label(key)``.
+DISPLAY_NAMES = {
+    "sft": "SFT (Pref-FT)",
+    "bon": "BoN (filtered BC)",
+    "bon_pushdown": "BoN + push-down",
+    "rwr": "RWR",
+    "reinforce": "REINFORCE",
+    "ppo": "PPO",
+    "dpo": "DPO",
+    "ipo": "IPO",
+    "slic": "SLiC-HF",
+    "orpo": "ORPO",
+    "simpo": "SimPO",
+    "asft": "ASFT",
+    "kto": "KTO",
+    "hinge": "hinge (RSO)",
+    "nca_pair": "NCA",
+    "bco_pair": "BCO",
+    "robust": "robust DPO",
+    "exo_pair": "EXO",
+    "sppo_hard": "SPPO (hard)",
+    "aot": "AOT",
+    "aot_unpaired": "AOT (unpaired)",
+    "apo_zero": "APO-zero",
+    "apo_down": "APO-down",
+    "discopop": "DiscoPOP",
+}
+MODE_NAMES = {"on_policy": "on-policy", "offline": "offline", "hybrid": "hybrid"}
+# hyperparameter names as the papers write them
+HP_SYMBOLS = {"beta": "β", "tau": "τ", "lam": "λ", "delta": "δ", "gamma": "γ", "eps": "ε",
+              "clip_eps": "ε"}  # fmt: skip
+
+
+def label(key: str, mode: str | None = None) -> str:
+    """The paper's name of objective ``key`` (the key itself when it has none), prefixed with
+    the sampling mode when given: ``label("dpo", "on_policy")`` is "on-policy DPO"."""
+    name = DISPLAY_NAMES.get(key, key)
+    return f"{MODE_NAMES.get(mode, mode)} {name}" if mode else name
+
+
+def hp_text(*items: str) -> str:
+    """``"beta=0.3"`` → "β 0.3" (several joined by ", ")."""
+    out = []
+    for item in items:
+        key, _, value = item.partition("=")
+        out.append(f"{HP_SYMBOLS.get(key, key)} {value}" if value else key)
+    return ", ".join(out)
+
+
 REWARD_COLOURS = {"R1": "#d62728", "R2": "#2ca02c", "R1_w20": "#ff7f0e", "R1_w30": "#9467bd"}
 MODE_STYLES = {"on_policy": "-", "offline": "--", "hybrid": ":"}
 
@@ -62,7 +112,7 @@ def band(ax, metrics, y: str, x: str = "step", color=None, label=None, **kw):
     metrics, so NaN rows are dropped first."""
     df = metrics[[x, y, "seed"]].dropna()
     stats = df.groupby(x)[y].agg(["mean", "std"]).fillna(0.0)
-    ax.plot(stats.index, stats["mean"], color=color, label=label, lw=1.8, **kw)
+    ax.plot(stats.index, stats["mean"], color=color, label=label, **{"lw": 1.8, **kw})
     ax.fill_between(
         stats.index,
         stats["mean"] - stats["std"],

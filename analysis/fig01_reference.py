@@ -1,7 +1,8 @@
 """Figure 1: the reference policy π_ref over the 100 arms, with the rewards R1 and R2.
 
 π_ref has heavy edge bins and an interior mode near arm 16; R2 peaks where π_ref has mass, R1 at
-arm 70 where it has almost none (π_ref puts 13% of its mass above arm 60).
+arm 70 where it has almost none (π_ref puts 13% of its mass above arm 60). No training runs:
+the exact bin probabilities of π_ref (``toy.bandit.reference_probs``) and the two reward curves.
 
 Command: ``python -m analysis.fig01_reference`` (~2 s on a 2-core CPU, clean cache).
 """

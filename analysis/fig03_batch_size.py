@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from analysis.cache import cached_run
-from analysis.common import REWARD_COLOURS, band, final, onpolicy, save, seeds, setup
+from analysis.common import REWARD_COLOURS, band, final, label, onpolicy, save, seeds, setup
 
 SIZES = (5, 10, 25, 50, 100, 200)
 BUDGET = 10_000
@@ -64,7 +64,7 @@ def main(quick: bool = False) -> None:
                 ylabel=f"expected reward ({reward})",
                 xscale="log",
                 ylim=(0, 1.02),
-                title=f"{protocol}: on-policy BoN, {reward}",
+                title=f"{protocol}: {label('bon', 'on_policy')}, {reward}",
             )
             loc = "upper left" if reward == "R1" else "lower right"
             ax.legend(title="prompts per round", fontsize=7, loc=loc)

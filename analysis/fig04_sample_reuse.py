@@ -18,7 +18,7 @@ import seaborn as sns
 
 from analysis import tune
 from analysis.cache import cached_run
-from analysis.common import onpolicy, reward_vs_queries, save, seeds, setup
+from analysis.common import label, onpolicy, reward_vs_queries, save, seeds, setup
 
 REUSE = (1, 2, 4, 8, 16)
 
@@ -38,12 +38,13 @@ def main(quick: bool = False) -> None:
                     cfg = tune.tuned_config(cfg, values[name])
                 m, *_ = cached_run(cfg)
                 reward_vs_queries(ax, m, colour, f"T = {t}")
-            which = f"tuned {tune.label(name, values[name])}" if tuned else f"{name}, lr 1e-3"
+            shared = f"{label(name, 'on_policy')}, lr 1e-3{', β 0.1' if name == 'dpo' else ''}"
+            which = f"tuned {tune.label(name, values[name], 'on_policy')}" if tuned else shared
             ax.set(
                 xlabel="reward queries",
                 ylabel="expected reward (R1)",
                 ylim=(0, 1.02),
-                title=f"on-policy {which}",
+                title=which,
             )
             ax.title.set_fontsize(10)
         row[0].legend(fontsize=8, title="steps per round", title_fontsize=8)

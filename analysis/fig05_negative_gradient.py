@@ -1,8 +1,9 @@
 """Figure 5: the negative gradient, offline — best-of-N vs best-of-N + push-down vs DPO vs IPO
 trained on the same π_ref data (one round, 100 prompts × 10 samples), R1 and R2.
 
-300 steps at lr 3e-3 (offline IPO's settings), default hyperparameters (IPO τ 0.05); the same
-seed gives every objective the same samples. 5 seeds, mean ± std.
+Runs: the ``offline_ipo`` preset (one round of 100 prompts × 10 π_ref samples, pair threshold 0)
+with each objective, 300 steps at lr 3e-3, default hyperparameters (IPO τ 0.05); the same seed
+gives every objective the same samples. 5 seeds (0–4), mean ± std.
 
 Command: ``python -m analysis.make_figures --only fig05`` (~17 s on a 2-core CPU, clean cache).
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 
 from analysis.cache import cached_run
-from analysis.common import PALETTE, band, offline, save, seeds, setup
+from analysis.common import PALETTE, band, label, offline, save, seeds, setup
 
 NAMES = ("bon", "bon_pushdown", "dpo", "ipo")
 
@@ -24,7 +25,7 @@ def main(quick: bool = False) -> None:
     for ax, reward in zip(axes, ("R1", "R2")):
         for name in NAMES:
             m, *_ = cached_run(offline(name, reward, s, quick))
-            band(ax, m, "reward/expected", color=PALETTE[name], label=name)
+            band(ax, m, "reward/expected", color=PALETTE[name], label=label(name))
         ax.set(
             xlabel="gradient steps",
             ylabel=f"expected reward ({reward})",

@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 
 from analysis import tune
 from analysis.cache import cached_run
-from analysis.common import PALETTE, band, offline, onpolicy, save, seeds, setup
+from analysis.common import PALETTE, band, label, offline, onpolicy, save, seeds, setup
 
 
 def main(quick: bool = False) -> None:
@@ -29,20 +29,20 @@ def main(quick: bool = False) -> None:
     for ax, tuned in zip(axes, (False, True)):
         for name in ("dpo", "ipo", "bon"):
             cfg = onpolicy(name, "R1", s, quick)
-            label = f"on-policy {name}"
+            text = label(name, "on_policy")
             if tuned:
                 cfg = tune.tuned_config(cfg, on_values[name])
-                label = f"on-policy {tune.label(name, on_values[name])}"
+                text = tune.label(name, on_values[name], "on_policy")
             m, *_ = cached_run(cfg)
-            band(ax, m, "reward/expected", color=PALETTE[name], label=label)
+            band(ax, m, "reward/expected", color=PALETTE[name], label=text)
         for name in ("dpo", "ipo"):
             cfg = offline(name, "R1", s, quick, steps_per_round=steps, lr=1e-3)
-            label = f"offline {name}"
+            text = label(name, "offline")
             if tuned:
                 cfg = tune.tuned_config(cfg, off_values[name])
-                label = f"offline {tune.label(name, off_values[name])}"
+                text = tune.label(name, off_values[name], "offline")
             m, *_ = cached_run(cfg)
-            band(ax, m, "reward/expected", color=PALETTE[name], label=label, ls="--")
+            band(ax, m, "reward/expected", color=PALETTE[name], label=text, ls="--")
         ax.set(
             xlabel="gradient steps",
             ylabel="expected reward (R1)",

@@ -2,7 +2,10 @@
 seeds) during on-policy training on R1, one panel per objective. The reward peak is arm 70;
 π_ref's mass sits at arms 0–40 and in the edge bins.
 
-On-policy, 10 prompts × 10 samples, 100 rounds × 15 steps, lr 1e-3, snapshots every 15 steps.
+Runs: the ``onpolicy_bon`` preset with each objective (SFT, RWR, BoN, REINFORCE, PPO, DPO, IPO,
+ASFT; default hyperparameters, IPO τ 0.05) on R1: 10 prompts × 10 samples, 100 rounds × 15 steps
+(1,500), lr 1e-3, seeds 0–4, snapshots every 15 steps. Arm 70 is marked by cyan triangles at
+both edges of every panel and a dotted line; the style's grid is off on the heatmaps.
 
 Command: ``python -m analysis.make_figures --only fig07`` (~30 s on a 2-core CPU, clean cache).
 """
@@ -13,9 +16,10 @@ import matplotlib.pyplot as plt
 from matplotlib.colors import LogNorm
 
 from analysis.cache import cached_run
-from analysis.common import onpolicy, save, seeds, setup
+from analysis.common import label, onpolicy, save, seeds, setup
 
 NAMES = ("sft", "rwr", "bon", "reinforce", "ppo", "dpo", "ipo", "asft")
+TARGET, TARGET_COLOUR = 70, "#00e5ff"  # R1's optimal arm, marked in cyan
 
 
 def main(quick: bool = False) -> None:
@@ -35,8 +39,13 @@ def main(quick: bool = False) -> None:
             norm=LogNorm(vmin=1e-4, vmax=1.0),
             extent=(steps[0], steps[-1], -0.5, mean_dist.shape[0] - 0.5),
         )
-        ax.axhline(70, color="white", lw=0.6, ls=":")
-        ax.set_title(name)
+        ax.grid(False)  # the style's grid would cut across the heatmap
+        ax.axhline(TARGET, color=TARGET_COLOUR, lw=0.7, ls=(0, (2, 3)), alpha=0.8)
+        for x, marker in ((0.03, ">"), (0.97, "<")):  # triangles at both edges
+            ax.plot([x], [TARGET], marker=marker, ms=8, color=TARGET_COLOUR, mec="black", mew=0.6,
+                    ls="", transform=ax.get_yaxis_transform(), clip_on=False, zorder=5)  # fmt: skip
+        ax.set_yticks([0, 20, 40, TARGET, 99])
+        ax.set_title(label(name))
     for ax in axes.flat[len(names) :]:
         ax.set_visible(False)
     for ax in axes[-1]:
@@ -44,7 +53,10 @@ def main(quick: bool = False) -> None:
     for ax in axes[:, 0]:
         ax.set_ylabel("arm y")
     fig.colorbar(image, ax=axes, label="π(y), mean over contexts and seeds", shrink=0.9)
-    fig.suptitle("Where the mass goes during on-policy training on R1 (peak at arm 70, dotted)")
+    fig.suptitle(
+        "Where the mass goes during on-policy training on R1 "
+        f"(reward peak: arm {TARGET}, cyan triangles and dotted line)"
+    )
     save(fig, "fig07_mass_relocation")
 
 

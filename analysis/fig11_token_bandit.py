@@ -27,10 +27,8 @@ import pandas as pd
 
 from analysis import run_token_bandit as rtb
 from analysis.cache import cached_run
-from analysis.common import MODE_STYLES, PALETTE, band, offline, onpolicy, save, setup
+from analysis.common import MODE_STYLES, PALETTE, band, label, offline, onpolicy, save, setup
 from llm.token_bandit import N_RESPONSE, OPTIMAL_ARM
-
-MODE_LABELS = {"on_policy": "on-policy", "offline": "offline"}
 
 
 def load_table(quick: bool) -> tuple[pd.DataFrame, rtb.Budget]:
@@ -60,8 +58,7 @@ def toy_metrics(objective: str, reward: str, mode: str, b: rtb.Budget, seeds: tu
 
 def curves(ax, frames: dict, title: str, ylabel: str) -> None:
     for (objective, mode), m in frames.items():
-        label = f"{MODE_LABELS[mode]} {objective}"
-        band(ax, m, "reward/expected", color=PALETTE[objective], label=label,
+        band(ax, m, "reward/expected", color=PALETTE[objective], label=label(objective, mode),
              ls=MODE_STYLES[mode])  # fmt: skip
     ax.set(xlabel="gradient steps", ylabel=ylabel, ylim=(0, 1.02), title=title)
 
@@ -72,7 +69,7 @@ def per_position(ax, sub: pd.DataFrame, reward: str) -> None:
     for (objective, mode), m in last.groupby(["objective", "mode"], sort=False):
         mean = m[cols].mean().to_numpy()
         ax.plot(range(1, N_RESPONSE + 1), mean, marker="o", ms=3, color=PALETTE[objective],
-                ls=MODE_STYLES[mode], label=f"{MODE_LABELS[mode]} {objective}")  # fmt: skip
+                ls=MODE_STYLES[mode], label=label(objective, mode))  # fmt: skip
     start = sub[sub.step == 0][cols].mean().to_numpy()
     ax.plot(range(1, N_RESPONSE + 1), start, color="k", lw=0.8, ls=":", label="π_ref (fitted)")
     ax.set(xlabel="response position", ylabel=f"P(arm {OPTIMAL_ARM[reward]}) after last step",

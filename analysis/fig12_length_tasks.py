@@ -17,7 +17,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis import cache
+from analysis import cache, common
 from analysis.common import MODE_STYLES, PALETTE, band, save, setup
 from analysis.run_length_tasks import METHODS, load
 
@@ -61,8 +61,9 @@ def main(quick: bool = False) -> None:
     for col, task in enumerate(tasks, start=1):
         df = metrics[metrics.task == task]
         for key in [k for k in METHODS if k in set(df.method)]:
-            objective, mode, label = METHODS[key]
-            style = dict(color=PALETTE[objective], ls=MODE_STYLES[mode], label=label)
+            objective, mode, _ = METHODS[key]
+            name = common.label(objective, mode)
+            style = dict(color=PALETTE[objective], ls=MODE_STYLES[mode], label=name)
             band(axes[0, col], df[df.method == key], "eval_length", **style)
             band(axes[1, col], df[df.method == key], "eval_reward", **style)
         axes[0, col].set(title=TITLES[task], ylabel="mean response length", ylim=(0, None))

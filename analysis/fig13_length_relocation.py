@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 
-from analysis import cache
+from analysis import cache, common
 from analysis.common import PALETTE, save, setup
 from analysis.fig12_length_tasks import TITLES, length_probs
 from analysis.run_length_tasks import load
 
+ON_DPO, OFF_DPO = common.label("dpo", "on_policy"), common.label("dpo", "offline")
 CURVES = (  # (method, stage, label, style)
     ("reference", "before", "π_ref (before)", dict(color="#7f7f7f", lw=0)),
     ("data", "data", "preference data", dict(color="k", ls=":", lw=1.2)),
-    ("dpo_on", "after", "on-policy DPO (after)", dict(color=PALETTE["dpo"], ls="-", lw=2.6)),
-    ("dpo_off", "after", "offline DPO (after)", dict(color="#7b0d0e", ls="--", lw=1.6)),
+    ("dpo_on", "after", f"{ON_DPO} (after)", dict(color=PALETTE["dpo"], ls="-", lw=2.6)),
+    ("dpo_off", "after", f"{OFF_DPO} (after)", dict(color="#7b0d0e", ls="--", lw=1.6)),
 )
 
 

@@ -18,7 +18,7 @@ from matplotlib.colors import Normalize
 from matplotlib.patches import Rectangle
 
 from analysis import tune
-from analysis.common import save, setup
+from analysis.common import HP_SYMBOLS, label, save, setup
 
 STEPS_MAX = 1500
 
@@ -52,7 +52,7 @@ def _panel(ax, g: pd.DataFrame, value: str, norm, cmap, fmt) -> None:
     ax.set_xticks(range(len(lrs)), [f"{x:g}" for x in lrs], fontsize=6.5)
     name = g.hp_name.iloc[0]
     ax.set_yticks(range(len(hps)), hps if name else [""], fontsize=6.5)
-    ax.set_ylabel(name, fontsize=7, labelpad=1)
+    ax.set_ylabel(HP_SYMBOLS.get(name, name), fontsize=8, labelpad=1)
     ax.grid(False)
 
 
@@ -87,9 +87,9 @@ def main(quick: bool = False) -> None:
         )
         _panel(ax_r, g, "reward_mean", r_norm, "viridis", lambda r: f"{r.reward_mean:.2f}")
         _panel(ax_s, g, "steps_all", s_norm, "magma_r", _steps_text)
-        where = "" if mode == "on_policy" else "offline "
-        ax_r.set_title(f"{where}{name}: final reward", fontsize=7.5)
-        ax_s.set_title(f"{where}{name}: steps to 90%", fontsize=7.5)
+        text = label(name, None if mode == "on_policy" else mode)
+        ax_r.set_title(f"{text}: final reward", fontsize=7.5)
+        ax_s.set_title(f"{text}: steps to 90%", fontsize=7.5)
         ax_s.set_ylabel("")
     for ax in axes.flat[2 * len(jobs) :]:
         ax.set_visible(False)

@@ -189,10 +189,11 @@ def tuned_config(cfg, values: dict):
     return cfg.replace(lr=float(values["lr"]), hp=tuple(values["hp"]))
 
 
-def label(name: str, values: dict) -> str:
-    """'dpo (lr 3e-3, beta=0.3)' for legends."""
-    hp = ", ".join(values["hp"])
-    return f"{name} (lr {values['lr']:g}{', ' + hp if hp else ''})"
+def label(name: str, values: dict, mode: str | None = None) -> str:
+    """'DPO (lr 0.003, β 0.3)' for legends (``common.label``: the paper's name, after the
+    sampling mode when given)."""
+    hp = common.hp_text(*values["hp"])
+    return f"{common.label(name, mode)} (lr {values['lr']:g}{', ' + hp if hp else ''})"
 
 
 def write(table: pd.DataFrame, seconds: float, out: Path, quick: bool) -> None:
