@@ -437,11 +437,16 @@ def main(argv: list[str] | None = None) -> RunResult:
     cfg = parse_args(list(sys.argv[1:] if argv is None else argv))
     result = run(cfg)
     final = result.metrics[result.metrics.step == cfg.total_steps]
-    how = "loaded (complete run)" if result.loaded else "outputs in"
+    if result.run_dir is None:
+        where = "nothing written (no --out-dir)"
+    elif result.loaded:
+        where = f"loaded (complete run) {result.run_dir}"
+    else:
+        where = f"outputs in {result.run_dir}"
     print(
         f"{cfg.run_name()}: expected reward after {cfg.total_steps} steps "
         f"{final['reward/expected'].mean():.3f} ± {final['reward/expected'].std(ddof=0):.3f} "
-        f"over {len(cfg.seeds)} seed(s); {how} {result.run_dir}"
+        f"over {len(cfg.seeds)} seed(s); {where}"
     )
     return result
 
