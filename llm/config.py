@@ -294,8 +294,27 @@ def validate(c: TrainConfig) -> None:
     _require(
         c.ref != "adapter" or c.lora, "ref", "'adapter' needs --lora (the base model is the ref)"
     )
+    _check_objective_inputs(c, obj)
     if c.mode in ROUNDS_MODES:
         validate_rounds(c)
+
+
+def _check_objective_inputs(c: TrainConfig, obj: objectives.Objective) -> None:
+    """Inputs a hyperparameter requires (``required_inputs``) that this mode or reference
+    cannot give: KTO's mismatched-pair log-probs (``z0=mismatched``) need a reference model that
+    can score new rows, and are not built in the rounds modes."""
+    if "kl_logps" not in obj.required_inputs(c.hparams()):
+        return
+    _require(
+        c.mode not in ROUNDS_MODES,
+        "hp",
+        f"z0=mismatched is not computed in --mode {c.mode} (a round's pairs are within one "
+        "prompt's samples; no mismatched prompt-completion rows are scored); use --hp z0=batch "
+        "or --mode pairs",
+    )
+    from llm.reference import PRECOMPUTED_NEW_ROWS
+
+    _require(c.ref != "precomputed" or c.lora, "ref", PRECOMPUTED_NEW_ROWS)
 
 
 def validate_rounds(c: TrainConfig) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 
 from llm.data import Example, collate
-from llm.step import PAIR_KEYS, batch_loss
+from llm.step import PAIR_KEYS, batch_loss, process_gather
 from objectives import Objective
 
 
@@ -31,10 +31,13 @@ def pair_metrics(
     hparams: dict,
     pad_id: int,
     batch_size: int,
+    max_len: int | None = None,
 ) -> dict[str, float]:
-    """Means over the held-out pairs of ``PAIR_KEYS`` as ``eval/<key>`` (loss as eval/loss)."""
+    """Means over the held-out pairs of ``PAIR_KEYS`` as ``eval/<key>`` (loss as eval/loss);
+    ``max_len``: ``batch_loss``'s."""
     shard = _padded_shard(len(examples), accelerator.process_index, accelerator.num_processes)
     stats_K = torch.zeros(len(PAIR_KEYS), device=accelerator.device)
+    gather = process_gather(accelerator)  # KTO z0=mismatched: pooled over processes
     was_training = policy.training
     policy.eval()
     for s in range(0, len(shard), batch_size):
@@ -42,7 +45,9 @@ def pair_metrics(
         batch = collate([examples[r] for r, _ in part], pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         with accelerator.autocast():
-            _, stats_BK = batch_loss(policy, reference, batch, obj, hparams, split="eval")
+            _, stats_BK = batch_loss(
+                policy, reference, batch, obj, hparams, split="eval", gather=gather, max_len=max_len
+            )
         w_B = torch.tensor([w for _, w in part], device=stats_BK.device)
         stats_K += (stats_BK * w_B[:, None]).sum(0)
     policy.train(was_training)

@@ -9,9 +9,13 @@ from the frozen reference — all in round 0 and in offline mode, a fraction in 
 rest from the current policy); score them; compute their log-probs under the collecting policy
 and the reference (one no-grad pass); build the objective's inputs (``rounds``: groups get the
 (P, N) log-probs and rewards, pairwise and chosen-only objectives the all-pairs winners/losers);
-then take T = steps_per_round optimiser steps on that data. Each step is a full-batch step over
-all P prompts: with ``micro_prompts`` the prompts are split into micro-batches (each keeps its N
-samples) whose gradients are accumulated, which equals the full batch.
+then take T = steps_per_round optimiser steps on that data. ORPO's ``nll="all"`` adds a
+second forward of each micro-batch's sample rows with every token after the first counted
+(``full_logps``), whose winners give ``chosen_full_logps``; KTO's ``z0="mismatched"`` is
+refused when the config is validated (a round's pairs are within one prompt's samples). Each
+step is a full-batch step over all P prompts: with ``micro_prompts`` the prompts are split into
+micro-batches (each keeps its N samples) whose gradients are accumulated, which equals the full
+batch.
 
 Guarantees (as the pairs mode): the config is validated when parsed; the prompts file is read,
 checked and tokenised before the model loads; the run directory is claimed (never overwritten
@@ -201,20 +205,34 @@ def micro_batch_loss(
     rnd: rounds.Round,
     baseline: torch.Tensor | None,
     denom: torch.Tensor,
+    full_logps_PN: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """A micro-batch's share of the round's loss: its counted per-example losses summed and
     divided by the round's ``rounds.loss_denominator`` (the shares sum to the full-batch
-    mean)."""
+    mean). ``full_logps_PN``: the samples' mean log-probs over prompt and response (ORPO's
+    ``nll="all"``)."""
     wanted = set(obj.inputs) | set(obj.optional_inputs)
-    inputs, mask = rounds.objective_inputs(obj.data, logps_PN, rnd, baseline)
+    inputs, mask = rounds.objective_inputs(obj.data, logps_PN, rnd, baseline, full_logps_PN)
     missing = sorted(set(obj.required_inputs(hp)) - inputs.keys())
     if missing:
         raise UserError(
-            f"objective {obj.name!r} with these hyperparameters needs {missing}, which on-policy "
-            "rounds do not compute; change the hyperparameter (see the objective's docstring)"
+            f"objective {obj.name!r} with these hyperparameters needs {missing}, which were not "
+            "given to this round's loss (the rounds modes build chosen_full_logps, not KTO's "
+            "mismatched-pair log-probs); change the hyperparameter (see the objective's "
+            "docstring)"
         )
     loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
     return rounds.loss_sum(loss, mask) / denom
+
+
+def full_logps(fn: Callable, batch: dict) -> torch.Tensor:
+    """Each row's mean log-prob over every token after the first, prompt and response (ORPO's
+    ``nll="all"``, as ``llm.step.batch_loss``): a second forward of the right-padded rows with
+    the attention mask as the loss mask. Every sample row is scored (the winners are picked
+    from them by the round's pairs); it carries the gradient."""
+    att = batch["attention_mask"]
+    sums, counts = fn({"input_ids": batch["input_ids"], "attention_mask": att, "loss_mask": att})
+    return sums / counts.clamp(min=1)
 
 
 def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[float, float]:
@@ -229,8 +247,11 @@ def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[
         sums, counts = fn(batch)
         mean = obj.uses_mean_logps(ses.hp)
         logps_PN = rounds.sequence_logps(sums, counts, mean).view(-1, n).cpu()
+        full_PN = None
+        if "chosen_full_logps" in obj.required_inputs(ses.hp):
+            full_PN = full_logps(fn, batch).view(-1, n).cpu()
         sub = rnd.select(slice(rows.start // n, rows.stop // n))
-        part = micro_batch_loss(obj, ses.hp, logps_PN, sub, ses.baseline, denom)
+        part = micro_batch_loss(obj, ses.hp, logps_PN, sub, ses.baseline, denom, full_PN)
         acc.backward(part)
         total += float(part.detach())
     norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")

@@ -2,9 +2,14 @@
 adapters disabled, or a table precomputed once and cached on disk.
 
 Every strategy is called as ``ref(batch, split)`` and returns ``(sums_2B, counts_2B)`` (no
-gradient) or None. The disk cache key is sha256 of (the reference model's parameter fingerprint,
-the tokenised examples — which fixes data, tokenizer, template and truncation — and a format
-version), so a later run with the same model and data reuses the table.
+gradient) or None. ``ref.score_new(batch, split)`` scores rows that are not training pairs (KTO's
+mismatched prompt-completion rows): a live reference runs on them; a precomputed table can only
+when the reference is still live beside it (``--lora``: the base model with adapters disabled),
+else it raises a ``UserError`` naming ``--ref copy|adapter``.
+
+The disk cache key is sha256 of (the reference model's parameter fingerprint, the tokenised
+examples — which fixes data, tokenizer, template and truncation — and a format version), so a
+later run with the same model and data reuses the table.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ import torch
 from torch import Tensor
 
 from llm.data import Example, collate
-from runio import atomic_write
+from runio import UserError, atomic_write
 
 CACHE_VERSION = 1
 Batch = dict[str, Tensor]
@@ -30,6 +35,9 @@ class NoReference:
     """Reference-free objectives: nothing is loaded or computed."""
 
     def __call__(self, batch: Batch, split: str) -> None:
+        return None
+
+    def score_new(self, batch: Batch, split: str) -> None:
         return None
 
 
@@ -43,12 +51,31 @@ class LiveReference:
     def __call__(self, batch: Batch, split: str) -> tuple[Tensor, Tensor]:
         return self.fn(batch)
 
+    def score_new(self, batch: Batch, split: str) -> tuple[Tensor, Tensor]:
+        return self(batch, split)
+
+
+PRECOMPUTED_NEW_ROWS = (
+    "--ref precomputed holds the reference log-probs of the training pairs only, and without "
+    "--lora no reference model is kept to score other rows (KTO z0=mismatched scores mismatched "
+    "prompt-completion pairs); use --ref copy|adapter (adapter with --lora), or --hp z0=batch"
+)
+
 
 class PrecomputedReference:
-    """Look-up of precomputed (N, 2) tables [chosen, rejected] by the batch's row indices."""
+    """Look-up of precomputed (N, 2) tables [chosen, rejected] by the batch's row indices;
+    ``live``: the reference model itself when it is still available (LoRA's base model), for
+    rows outside the tables."""
 
-    def __init__(self, tables: dict[str, tuple[Tensor, Tensor]]):
+    def __init__(self, tables: dict[str, tuple[Tensor, Tensor]], live: LogpsFn | None = None):
         self.tables = tables
+        self.live = live
+
+    @torch.no_grad()
+    def score_new(self, batch: Batch, split: str) -> tuple[Tensor, Tensor]:
+        if self.live is None:
+            raise UserError(PRECOMPUTED_NEW_ROWS)
+        return self.live(batch)
 
     def __call__(self, batch: Batch, split: str) -> tuple[Tensor, Tensor]:
         sums_N2, counts_N2 = self.tables[split]

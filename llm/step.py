@@ -3,9 +3,19 @@
 Dispatch reads only the objective's metadata: ``uses_mean_logps(hparams)`` picks ℓ̄ = ℓ/|y| over
 ℓ (``needs_mean_logps``, or a ``length_norm="mean"`` hyperparameter), ``needs_ref`` whether
 reference log-probs are required, ``inputs``/``optional_inputs`` which keys are passed, and
-``required_inputs(hparams)`` which optional ones a hyperparameter makes necessary: the harness
-builds ``chosen_full_logps`` (ORPO's ``nll="all"``: a second forward of the chosen rows with
-every token after the first counted) and refuses the rest (KTO's mismatched-pair log-probs).
+``required_inputs(hparams)`` which optional ones a hyperparameter makes necessary. The harness
+builds both such inputs the registry has:
+
+- ``chosen_full_logps`` (ORPO's ``nll="all"``): a second forward of the chosen rows with every
+  token after the first counted (prompt and response).
+- ``kl_logps`` / ``ref_kl_logps`` (KTO's ``z0="mismatched"``): the batch's 2B rows (chosen rows,
+  then rejected rows, as ``llm.data.collate`` lays them out, i.e. B desirable then B undesirable
+  examples for matched unpaired rows) rotated as TRL's ``KTOTrainer`` rotates its batch: row r's
+  prompt with row r-1's completion (row 0 with the last row's), ``mismatched_batch``. The policy
+  scores these under ``torch.no_grad()`` (z0 is detached) and the reference with
+  ``reference.score_new``; they follow the objective's ℓ / ℓ̄ convention (TRL's: summed ℓ).
+  With several processes the log-probs are gathered, so z0 is the mean over every process's
+  mismatched rows, as TRL's gathered estimate (equal per-process batches).
 
 Normalisation: an optimiser step sees N pairs in total (micro-batches × processes); each
 micro-batch contributes Σ_b loss_b · W / N to the backward pass (W processes, whose gradients DDP
@@ -16,6 +26,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 
 import torch
@@ -41,13 +52,13 @@ PAIR_KEYS = (
 )
 
 
-BUILT_OPTIONAL = ("chosen_full_logps",)
+BUILT_OPTIONAL = ("chosen_full_logps", "kl_logps", "ref_kl_logps")
 """Optional objective inputs this harness can build when a hyperparameter requires them."""
 
 
 def check_buildable(obj: Objective, hparams: dict | None) -> None:
     """A ``UserError`` when the hyperparameters make the objective require an input the harness
-    does not compute (e.g. KTO's ``z0=mismatched``: mismatched prompt-completion log-probs)."""
+    does not compute (none of the registry's today; kept for new optional inputs)."""
     extra = set(obj.required_inputs(hparams)) - set(obj.inputs) - set(BUILT_OPTIONAL)
     if extra:
         raise UserError(
@@ -57,6 +68,46 @@ def check_buildable(obj: Objective, hparams: dict | None) -> None:
         )
 
 
+def mismatched_batch(batch: dict[str, Tensor], max_len: int | None = None) -> dict[str, Tensor]:
+    """The batch's R rows with mismatched completions, TRL's ``KTOTrainer`` rotation by one:
+    row r is row r's prompt followed by row (r-1) mod R's completion (row 0 takes the last
+    row's). Prompt = attended tokens outside ``loss_mask``, completion = tokens in it (a
+    right-padded batch as ``llm.data.collate`` makes it). Right-padded; rows longer than
+    ``max_len`` are cut from the right, as TRL cuts them at ``max_length`` (None: no cut; a
+    row may then be longer than the batch's). Returns ``input_ids``, ``attention_mask``,
+    ``loss_mask`` on the batch's device."""
+    ids, att, lm = (batch[k].cpu() for k in ("input_ids", "attention_mask", "loss_mask"))
+    R = ids.shape[0]
+    prompts = [ids[r][att[r].bool() & ~lm[r].bool()] for r in range(R)]
+    completions = [ids[r][lm[r].bool()] for r in range(R)]
+    T = max(len(prompts[r]) + len(completions[(r - 1) % R]) for r in range(R))
+    T = T if max_len is None else min(T, max_len)
+    out_ids = torch.zeros((R, T), dtype=ids.dtype)
+    out_att = torch.zeros((R, T), dtype=att.dtype)
+    out_lm = torch.zeros((R, T), dtype=lm.dtype)
+    for r in range(R):
+        p, y = prompts[r], completions[(r - 1) % R]
+        seq = torch.cat([p, y])[:T]
+        n = len(seq)
+        out_ids[r, :n], out_att[r, :n], out_lm[r, len(p) : n] = seq, 1, 1
+    device = batch["input_ids"].device
+    return {"input_ids": out_ids.to(device), "attention_mask": out_att.to(device),
+            "loss_mask": out_lm.to(device)}  # fmt: skip
+
+
+def process_gather(accelerator) -> Callable[[Tensor], Tensor] | None:
+    """Concatenation over processes along dim 0 (rows a process lacks padded with NaN, which
+    the objectives' finite means skip), or None with one process."""
+    if accelerator.num_processes == 1:
+        return None
+
+    def gather(x: Tensor) -> Tensor:
+        x = accelerator.pad_across_processes(x.contiguous(), dim=0, pad_index=float("nan"))
+        return accelerator.gather(x)
+
+    return gather
+
+
 def objective_inputs(
     obj: Objective,
     sums_2B: Tensor,
@@ -64,10 +115,13 @@ def objective_inputs(
     ref: tuple[Tensor, Tensor] | None,
     hparams: dict | None = None,
     full_chosen: tuple[Tensor, Tensor] | None = None,
+    mismatched: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
     """The keyword tensors ``obj.fn`` takes, from concatenated [chosen; rejected] log-prob sums
     and token counts (and the reference's, if any; ``full_chosen``: the chosen rows' sums and
-    counts over every token after the first). Raises if a required input is missing."""
+    counts over every token after the first; ``mismatched``: (policy sums, counts, reference
+    sums, counts) of the mismatched rows, any length). Raises if a required input is
+    missing."""
     B = sums_2B.shape[0] // 2
     mean = obj.uses_mean_logps(hparams)
     logps_2B = sums_2B / counts_2B if mean else sums_2B
@@ -78,6 +132,10 @@ def objective_inputs(
         out["ref_chosen_logps"], out["ref_rejected_logps"] = ref_2B[:B], ref_2B[B:]
     if full_chosen is not None:
         out["chosen_full_logps"] = full_chosen[0] / full_chosen[1]
+    if mismatched is not None:
+        kl_sums, kl_counts, ref_kl_sums, ref_kl_counts = mismatched
+        out["kl_logps"] = kl_sums / kl_counts if mean else kl_sums
+        out["ref_kl_logps"] = ref_kl_sums / ref_kl_counts if mean else ref_kl_sums
     missing = sorted(set(obj.required_inputs(hparams)) - set(out))
     if missing:
         raise ValueError(f"objective {obj.name!r} needs {missing} (no reference given?)")
@@ -110,17 +168,46 @@ def pair_stats(
         return torch.stack([c.detach().float() for c in cols], dim=1)
 
 
-def batch_loss(policy, reference, batch, obj: Objective, hparams: dict, split: str = "train"):
-    """(loss_B, stats_BK) of one batch: one concatenated chosen+rejected forward of the policy."""
+def mismatched_logps(policy, reference, batch, split: str, gather=None, max_len=None):
+    """(policy sums, counts, reference sums, counts) of ``mismatched_batch(batch, max_len)``,
+    no gradient; ``gather`` (``process_gather``) concatenates them over processes."""
+    mb = mismatched_batch(batch, max_len)
+    with torch.no_grad():
+        kl_sums, kl_counts = policy(mb["input_ids"], mb["attention_mask"], mb["loss_mask"])
+    ref_sums, ref_counts = reference.score_new(mb, split)
+    cols = torch.stack([kl_sums, kl_counts, ref_sums.to(kl_sums), ref_counts.to(kl_sums)], 1)
+    cols = cols.detach().float()
+    if gather is not None:
+        cols = gather(cols)
+    return tuple(cols.unbind(1))
+
+
+def batch_loss(
+    policy,
+    reference,
+    batch,
+    obj: Objective,
+    hparams: dict,
+    split: str = "train",
+    gather=None,
+    max_len: int | None = None,
+):
+    """(loss_B, stats_BK) of one batch: one concatenated chosen+rejected forward of the policy
+    (plus the no-grad mismatched rows of KTO's ``z0="mismatched"``, cut at ``max_len`` and
+    gathered over processes with ``gather``, and the chosen rows' full forward of ORPO's
+    ``nll="all"``)."""
     check_buildable(obj, hparams)
+    required = obj.required_inputs(hparams)
     sums_2B, counts_2B = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
     ref = reference(batch, split)
-    full = None
-    if "chosen_full_logps" in obj.required_inputs(hparams):
+    full = mismatched = None
+    if "chosen_full_logps" in required:
         B = batch["input_ids"].shape[0] // 2
         ids, att = batch["input_ids"][:B], batch["attention_mask"][:B]
         full = policy(ids, att, att)  # every token after the first: prompt and response
-    inputs = objective_inputs(obj, sums_2B, counts_2B, ref, hparams, full)
+    if "kl_logps" in required:
+        mismatched = mismatched_logps(policy, reference, batch, split, gather, max_len)
+    inputs = objective_inputs(obj, sums_2B, counts_2B, ref, hparams, full, mismatched)
     loss_B = obj.fn(**inputs, **hparams)
     return loss_B, pair_stats(obj, loss_B, sums_2B, counts_2B, ref, hparams)
 
@@ -136,17 +223,22 @@ def train_step(
     hparams: dict,
     n_pairs: int,
     max_grad_norm: float,
+    max_len: int | None = None,
 ) -> dict[str, float]:
     """One optimiser step over this process's micro-batches; ``n_pairs`` is the step's total pair
-    count over all micro-batches and processes. Returns the step's metrics (all processes)."""
+    count over all micro-batches and processes (``max_len``: ``batch_loss``'s). Returns the
+    step's metrics (all processes)."""
     t0 = time.perf_counter()
     stats_K = torch.zeros(len(PAIR_KEYS), device=accelerator.device)
     tokens = torch.zeros((), device=accelerator.device)
     scale = accelerator.num_processes / n_pairs
+    gather = process_gather(accelerator)
     for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
         with nullcontext() if last else accelerator.no_sync(policy):
-            loss_B, stats_BK = batch_loss(policy, reference, batch, obj, hparams)
+            loss_B, stats_BK = batch_loss(
+                policy, reference, batch, obj, hparams, gather=gather, max_len=max_len
+            )
             accelerator.backward(loss_B.sum() * scale)
         stats_K += stats_BK.sum(0)
         tokens += batch["attention_mask"].sum()

@@ -152,7 +152,8 @@ def build_reference(cfg, mode, accelerator, policy, ref_model, fingerprint, spli
         )
         tables[split], hit = cached_table(cfg.cache_dir, key, compute, accelerator, len(examples))
         info[f"ref_cache/{split}"] = {"key": key, "reused": hit}
-    return PrecomputedReference(tables), info
+    # with LoRA, ``fn`` is the base model (adapters off): the reference itself, kept live
+    return PrecomputedReference(tables, live=fn if cfg.lora else None), info
 
 
 def load_data(cfg: TrainConfig, *, count_all: bool = False):
@@ -371,7 +372,7 @@ def _evaluate(ses: Session, step: int) -> dict:
         return {}
     cfg, acc, evals = ses.cfg, ses.accelerator, ses.splits["eval"]
     out = pair_metrics(acc, ses.policy, ses.reference, evals, ses.obj, ses.hp,
-                       ses.tokenizer.pad_token_id, cfg.eval_batch_size)  # fmt: skip
+                       ses.tokenizer.pad_token_id, cfg.eval_batch_size, cfg.max_len)  # fmt: skip
     if step == ses.total and cfg.gen_examples:
         lm = acc.unwrap_model(ses.policy).model
         scores, records = generation_metrics(
@@ -429,6 +430,7 @@ def _train(ses: Session, on_step: Callable[[int, dict], None] | None) -> dict:
             metrics = train_step(
                 acc, ses.policy, ses.reference, ses.optimizer, ses.scheduler,
                 _micro_batches(ses, step), ses.obj, ses.hp, ses.pairs_per_step, cfg.max_grad_norm,
+                cfg.max_len,
             )  # fmt: skip
         except NonFiniteError as e:
             bar.close()

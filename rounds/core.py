@@ -97,11 +97,17 @@ def _pairs_flat(x_PN: Tensor, idx_PM: Tensor) -> Tensor:
 
 
 def objective_inputs(
-    data_kind: str, logps_PN: Tensor, rnd: Round, baseline: Tensor | None
+    data_kind: str,
+    logps_PN: Tensor,
+    rnd: Round,
+    baseline: Tensor | None,
+    full_logps_PN: Tensor | None = None,
 ) -> tuple[dict[str, Tensor], Tensor | None]:
     """Keyword inputs for an objective of the given data kind, plus the mask (..., B) of the
     examples that count (None when all do). Pairs and chosen-only inputs are (..., P·M), the
-    winners as ``chosen_*``; groups are (..., P, N). ``baseline`` has the leading shape (...)."""
+    winners as ``chosen_*``; groups are (..., P, N). ``baseline`` has the leading shape (...).
+    ``full_logps_PN``: each sample's mean log-prob over prompt and response (ORPO's
+    ``nll="all"``), passed for the winners as ``chosen_full_logps``."""
     if data_kind == "groups":
         inputs = {
             "logps": logps_PN,
@@ -118,6 +124,8 @@ def objective_inputs(
         "ref_chosen_logps": _pairs_flat(rnd.ref_logps_PN, rnd.winner_PM),
         "ref_rejected_logps": _pairs_flat(rnd.ref_logps_PN, rnd.loser_PM),
     }
+    if full_logps_PN is not None:
+        inputs["chosen_full_logps"] = _pairs_flat(full_logps_PN, rnd.winner_PM)
     return inputs, rnd.valid_PM.flatten(-2)
 
 

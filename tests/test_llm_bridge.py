@@ -11,13 +11,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from torch import Tensor
 
 import objectives
 from llm import step, tiny
 from llm.config import TrainConfig
 from llm.data import Example, collate
 from llm.logps import PolicyLogps
-from llm.reference import LiveReference, NoReference
+from llm.reference import LiveReference, NoReference, PrecomputedReference
 from llm.step import batch_loss, objective_inputs
 from runio import UserError
 
@@ -142,14 +143,9 @@ def test_length_norm_switch_feeds_means(name):
 
 
 def test_hyperparameter_required_inputs_in_the_harness():
-    tok, policy_lm, ref_lm = setup()
+    tok, policy_lm, _ = setup()
     examples = [Example(0, (1, 5, 9), (20, 21), (30,)), Example(1, (1, 6), (40,), (50, 51))]
     batch = collate(examples, tok.pad_token_id)
-    kto = objectives.OBJECTIVES["kto"]
-    with pytest.raises(UserError, match=r"'kto' .*needs \['kl_logps', 'ref_kl_logps'\]"):
-        batch_loss(
-            PolicyLogps(policy_lm), reference_for(kto, ref_lm), batch, kto, {"z0": "mismatched"}
-        )
     # ORPO nll=all: the chosen rows' mean log-prob over every token after the first
     orpo = objectives.OBJECTIVES["orpo"]
     policy = PolicyLogps(policy_lm)
@@ -164,3 +160,122 @@ def test_hyperparameter_required_inputs_in_the_harness():
         means[:2], means[2:], chosen_full_logps=full_sums / full_counts, lam=0.2, nll="all"
     )
     torch.testing.assert_close(loss_B, expected)
+
+
+def _score_alone(model: PolicyLogps, prompt, completion) -> Tensor:
+    """ℓ of one (prompt, completion) sequence, scored on its own (no padding, no batch)."""
+    ids = torch.tensor([list(prompt) + list(completion)])
+    loss_mask = torch.tensor([[0] * len(prompt) + [1] * len(completion)])
+    with torch.no_grad():
+        return model(ids, torch.ones_like(ids), loss_mask)[0][0]
+
+
+@pytest.mark.parametrize("form", ["paired", "unpaired"])
+def test_kto_mismatched_z0_equals_one_at_a_time_scoring(form):
+    """KTO ``z0=mismatched`` in the harness: z0 = max(0, mean(ℓ - ℓ_ref)) over the batch's 2B
+    rows with row r's prompt and row r-1's completion (TRL's rotation; the rows are the chosen
+    then the rejected ones, prompts of different lengths, matched unpaired rows' own prompts),
+    each scored alone here with the policy and the reference."""
+    tok, lm_a, lm_b = setup()
+    examples = [
+        Example(0, (1, 5, 9), (20, 21), (30,)),
+        Example(1, (1, 6), (40,), (50, 51, 52)),
+        Example(2, (2, 7, 8, 3), (60, 61, 62), (70,), rejected_prompt_ids=(4, 12)),
+    ]
+    batch = collate(examples, tok.pad_token_id)
+    rows = [(e.prompt_ids, e.chosen_ids) for e in examples]
+    rows += [(e.rejected_prompt_ids or e.prompt_ids, e.rejected_ids) for e in examples]
+    R = len(rows)
+    # either model as the policy: take the order where the clamp at 0 does not hide the mean
+    for policy_lm, ref_lm in ((lm_a, lm_b), (lm_b, lm_a)):
+        policy, ref = PolicyLogps(policy_lm), PolicyLogps(ref_lm)
+        diffs = []
+        for r in range(R):
+            prompt, completion = rows[r][0], rows[(r - 1) % R][1]
+            diffs.append(
+                _score_alone(policy, prompt, completion) - _score_alone(ref, prompt, completion)
+            )
+        mean = torch.stack(diffs).mean()
+        if mean > 0.05:
+            break
+    assert mean > 0.05
+    kto = objectives.OBJECTIVES["kto"]
+    reference = reference_for(kto, ref_lm)
+    hp = {"z0": "mismatched", "beta": 0.4, "form": form}
+    kl_sums, _, ref_sums, _ = step.mismatched_logps(policy, reference, batch, "train")
+    torch.testing.assert_close(kl_sums - ref_sums, torch.stack(diffs), rtol=1e-5, atol=1e-5)
+    loss_B, _ = batch_loss(policy, reference, batch, kto, hp)
+    with torch.no_grad():
+        sums, _ = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+        ref_2B = reference(batch, "train")[0]
+    B = len(examples)
+    expected = objectives.kto(
+        sums[:B],
+        sums[B:],
+        ref_2B[:B],
+        ref_2B[B:],
+        kl_estimate=mean.clamp(min=0),
+        beta=0.4,
+        form=form,
+    )
+    torch.testing.assert_close(loss_B.detach(), expected, rtol=1e-5, atol=1e-6)
+    # z0 is detached: the gradient is that of the loss with z0 a constant
+    (g,) = torch.autograd.grad(loss_B.sum(), policy_lm.lm_head.weight)
+    sums_g, _ = policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    const = objectives.kto(
+        sums_g[:B],
+        sums_g[B:],
+        ref_2B[:B],
+        ref_2B[B:],
+        kl_estimate=mean.clamp(min=0).item(),
+        beta=0.4,
+        form=form,
+    )
+    (g_const,) = torch.autograd.grad(const.sum(), policy_lm.lm_head.weight)
+    torch.testing.assert_close(g, g_const, rtol=1e-4, atol=1e-7)
+    # the batch rule (default) gives a different loss
+    default_B, _ = batch_loss(policy, reference, batch, kto, {"beta": 0.4, "form": form})
+    assert not torch.allclose(default_B, loss_B)
+
+
+def test_mismatched_rows_rotate_completions_by_one():
+    tok, _, _ = setup()
+    examples = [Example(0, (1, 5), (20, 21), (30,)), Example(1, (2,), (40,), (50, 51, 52))]
+    batch = collate(examples, tok.pad_token_id)
+    mb = step.mismatched_batch(batch)
+    got = [mb["input_ids"][r][mb["attention_mask"][r].bool()].tolist() for r in range(4)]
+    # rows: (p0, w0), (p1, w1), (p0, l0), (p1, l1); row r takes row r-1's completion
+    assert got == [[1, 5, 50, 51, 52], [2, 20, 21], [1, 5, 40], [2, 30]]
+    completions = [mb["input_ids"][r][mb["loss_mask"][r].bool()].tolist() for r in range(4)]
+    assert completions == [[50, 51, 52], [20, 21], [40], [30]]
+    assert mb["input_ids"].shape[1] == 5  # wider than the batch (4): nothing is cut
+    # rows longer than max_len are cut from the right (TRL's max_length)
+    mb = step.mismatched_batch(batch, max_len=3)
+    assert mb["input_ids"][0].tolist() == [1, 5, 50]
+    assert mb["loss_mask"][0].tolist() == [0, 0, 1]
+
+
+def test_mismatched_z0_needs_a_reference_that_scores_new_rows():
+    """A precomputed table holds only the training pairs' log-probs: without a live reference
+    (LoRA's base model) z0=mismatched is refused, at parse time and in the harness."""
+    _, policy_lm, ref_lm = setup()
+    batch = collate([Example(0, (1, 5), (20,), (30,)), Example(1, (2,), (40,), (50,))], 0)
+    table = (torch.zeros(2, 2) - 1.0, torch.ones(2, 2))
+    kto = objectives.OBJECTIVES["kto"]
+    with pytest.raises(UserError, match=r"use --ref copy\|adapter"):
+        batch_loss(PolicyLogps(policy_lm), PrecomputedReference({"train": table}), batch, kto,
+                   {"z0": "mismatched"})  # fmt: skip
+    ref = PolicyLogps(ref_lm)
+    live = PrecomputedReference(
+        {"train": table}, live=lambda b: ref(b["input_ids"], b["attention_mask"], b["loss_mask"])
+    )
+    loss_B, _ = batch_loss(PolicyLogps(policy_lm), live, batch, kto, {"z0": "mismatched"})
+    assert torch.isfinite(loss_B).all()
+    kw = dict(objective="kto", hp=("z0=mismatched",), data="x.jsonl")
+    with pytest.raises(
+        UserError, match=r"TrainConfig.ref: --ref precomputed .*--ref copy\|adapter"
+    ):
+        TrainConfig(**kw, ref="precomputed")
+    TrainConfig(**kw, ref="precomputed", lora=True)  # the base model is the live reference
+    TrainConfig(**kw, ref="copy")
+    step.check_buildable(kto, {"z0": "mismatched"})  # accepted

@@ -117,6 +117,49 @@ def test_ppo_gradient_at_ratio_one_equals_reinforce(tiny_lm):
         torch.testing.assert_close(gp, gr, rtol=1e-5, atol=1e-7)
 
 
+def test_orpo_nll_all_full_logps_in_rounds(tiny_lm):
+    """ORPO ``nll=all`` in the rounds modes: each sample's mean log-prob over every token of
+    prompt and response after the first (scored alone here), the winners' passed as
+    ``chosen_full_logps``, and the round's loss is ORPO's on those."""
+    tok, lm, prompts = tiny_lm
+    ids = [p.ids for p in prompts[:2]]
+    samples = HFSampler(tok.pad_token_id, (tok.eos_token_id,), 6).sample(lm, ids, 3, seed=2)
+    b = scoring_batch(ids, 3, samples, tok.pad_token_id)
+    policy = PolicyLogps(lm)
+
+    def fn(batch):
+        return policy(batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+
+    with torch.no_grad():
+        full_B = onpolicy.full_logps(fn, b)
+        sums, counts = fn(b)
+    for r in range(6):
+        seq = b["input_ids"][r][b["attention_mask"][r].bool()][None]
+        ones = torch.ones_like(seq)
+        with torch.no_grad():
+            s_r, n_r = policy(seq, ones, ones)
+        assert int(n_r) == seq.shape[1] - 1
+        torch.testing.assert_close(full_B[r], s_r[0] / n_r[0], rtol=1e-5, atol=1e-6)
+    means = (sums / counts).view(2, 3)
+    rewards = torch.tensor([[0.0, 1.0, 2.0], [2.0, 0.0, 1.0]])
+    rnd = rounds.make_round(rewards, means, means, rewards > 9, 0.0)
+    obj, hp = objectives.OBJECTIVES["orpo"], {"nll": "all", "lam": 0.3}
+    inputs, _ = rounds.objective_inputs("pairs", means, rnd, None, full_B.view(2, 3))
+    winners = rnd.winner_PM.flatten()
+    prompt_of = torch.arange(2).repeat_interleave(3)
+    expected_full = full_B.view(2, 3)[prompt_of, winners]
+    torch.testing.assert_close(inputs["chosen_full_logps"], expected_full)
+    denom = rounds.loss_denominator(obj.data, rnd)
+    got = micro_batch_loss(obj, hp, means, rnd, None, denom, full_B.view(2, 3))
+    ref = objectives.orpo(
+        inputs["chosen_logps"], inputs["rejected_logps"], chosen_full_logps=expected_full,
+        lam=0.3, nll="all",
+    )  # fmt: skip
+    torch.testing.assert_close(got, ref.mean())
+    with pytest.raises(UserError, match=r"needs \['chosen_full_logps'\], which were not given"):
+        micro_batch_loss(obj, hp, means, rnd, None, denom)
+
+
 def test_same_seed_same_samples_and_masks_hold_eos_never_padding(tiny_lm):
     tok, lm, prompts = tiny_lm
     ids = [p.ids for p in prompts[:4]]
@@ -207,8 +250,11 @@ class ListSampler:
         return Samples(tokens, mask, lengths, ended)
 
 
-@pytest.mark.parametrize("name", ["simpo", "sft"])
-def test_on_policy_pairs_equal_offline_harness_on_same_pairs_file(tmp_path, name):
+@pytest.mark.parametrize(
+    ("name", "hp"), [("simpo", ()), ("sft", ()), ("orpo", ("nll=all", "lam=0.3"))]
+)
+def test_on_policy_pairs_equal_offline_harness_on_same_pairs_file(tmp_path, name, hp):
+    """(ORPO ``nll=all``: the rounds' ``chosen_full_logps`` equal the pairs harness's.)"""
     rows = [json.loads(x) for x in open(PROMPTS)][:6]
     texts = ["Thou art", "Go to, go to, sirrah", "I", "What say you, my lord of York?"]
     tok = tiny.build_tokenizer(list(prompt_texts(rows)) + texts)
@@ -217,7 +263,7 @@ def test_on_policy_pairs_equal_offline_harness_on_same_pairs_file(tmp_path, name
     tok.save_pretrained(model_dir)
     (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     c = cfg(tmp_path, model=str(model_dir), prompts=str(tmp_path / "prompts.jsonl"),
-            objective=name, reward="length_min", rounds=1, steps_per_round=1,
+            objective=name, hp=hp, reward="length_min", rounds=1, steps_per_round=1,
             samples_per_prompt=4, prompts_per_round=3, chat_template="off", name="on")  # fmt: skip
     on = onpolicy.run(c, sampler=ListSampler(tok, texts))
     gens = [json.loads(x) for x in open(os.path.join(on["run_dir"], "generations.jsonl"))]
@@ -237,7 +283,7 @@ def test_on_policy_pairs_equal_offline_harness_on_same_pairs_file(tmp_path, name
                     {"prompt": rows[i]["prompt"], "chosen": texts[w], "rejected": texts[lo]}
                 )
     (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(p) + "\n" for p in pairs))
-    off_cfg = dict(eval_data=None, objective=name, batch_size=len(pairs), max_steps=1)
+    off_cfg = dict(eval_data=None, objective=name, hp=hp, batch_size=len(pairs), max_steps=1)
     off_cfg |= dict(max_len=140, max_prompt_len=110, chat_template="off", out_dir=c.out_dir)
     off_cfg |= dict(name="off", progress=False, save_final=False, model=str(model_dir))
     off = run(TrainConfig(data=str(tmp_path / "pairs.jsonl"), **off_cfg))
@@ -254,6 +300,8 @@ def test_config_errors_name_the_field(tmp_path):
         TrainConfig(mode="offline", prompts=" ")
     with pytest.raises(UserError, match=r"TrainConfig.ref: 'precomputed' .* make no sense"):
         TrainConfig(mode="on_policy", prompts=PROMPTS, ref="precomputed")
+    with pytest.raises(UserError, match=r"TrainConfig.hp: z0=mismatched is not computed in"):
+        TrainConfig(mode="hybrid", prompts=PROMPTS, objective="kto", hp=("z0=mismatched",))
     with pytest.raises(UserError, match=r"TrainConfig.reward: 'nope'"):
         TrainConfig(mode="on_policy", prompts=PROMPTS, reward="nope")
     with pytest.raises(UserError, match=r"TrainConfig.reward_args: reward 'length_min' takes"):

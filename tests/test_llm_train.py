@@ -205,3 +205,57 @@ def test_cli_help_and_one_step(files, tmp_path, monkeypatch, capsys):
     assert 0 <= out["eval/pairs/accuracy"] <= 1 and out["eval/bleu4"] >= 0
     gens = [json.loads(x) for x in open(os.path.join(c.out_dir, "cli", "generations.jsonl"))]
     assert len(gens) == 2 and all(isinstance(g["generation"], str) for g in gens)
+
+
+@pytest.mark.parametrize("layout", ["unpaired", "pairs"])
+def test_cli_kto_mismatched_z0_runs(files, tmp_path, monkeypatch, capsys, layout):
+    """``--objective kto --hp z0=mismatched form=unpaired`` (TRL's KTOTrainer conventions) runs
+    on a KTO unpaired file (prompt/completion/label rows) and on the shipped pairs."""
+    data = files / "train.jsonl"
+    if layout == "unpaired":
+        rows = [json.loads(x) for x in open(data, encoding="utf-8")]
+        out = []
+        for i, r in enumerate(rows):  # uneven sides: 16 desirable, 8 undesirable rows
+            out.append({"prompt": r["prompt"], "completion": r["chosen"], "label": True})
+            if i % 2:
+                out.append({"prompt": r["prompt"], "completion": r["rejected"], "label": False})
+        data = tmp_path / "kto.jsonl"
+        data.write_text("".join(json.dumps(r) + "\n" for r in out))
+    c = cfg(files, tmp_path)
+    argv = ["llm.train", "--model", "tiny-llama", "--data", str(data), "--no-progress"]
+    argv += ["--eval-data", c.eval_data, "--eval-every", "2", "--gen-examples", "0"]
+    argv += ["--objective", "kto", "--hp", "z0=mismatched", "form=unpaired", "--max-steps", "3"]
+    argv += ["--max-len", "140", "--max-prompt-len", "110", "--out-dir", c.out_dir]
+    argv += ["--batch-size", "4", "--name", layout]
+    monkeypatch.setattr(sys, "argv", argv)
+    main()
+    out = json.loads(capsys.readouterr().out)
+    recs = records({"run_dir": os.path.join(c.out_dir, layout)})
+    assert [r["step"] for r in recs if "loss/train" in r] == [1, 2, 3]
+    assert all(math.isfinite(r["loss/train"]) for r in recs if "loss/train" in r)
+    assert math.isfinite(out["eval/loss"])
+    meta = json.load(open(os.path.join(c.out_dir, layout, "config.json")))
+    assert meta["config"]["resolved_hparams"]["z0"] == "mismatched"
+    if layout == "unpaired":
+        assert meta["data"]["train"]["unpaired"] == {"desirable": 16, "undesirable": 8, "pairs": 16}
+
+
+def test_two_processes_kto_mismatched_z0(files, tmp_path):
+    """KTO ``z0=mismatched`` with 2 CPU processes: the mismatched log-probs are gathered over
+    the processes (a collective in every micro-batch and eval batch) and the run completes."""
+    import dataclasses
+    import subprocess
+
+    c = cfg(files, tmp_path, name="kto2", objective="kto", batch_size=2, max_steps=2)
+    c = c.replace(hp=("z0=mismatched", "form=unpaired"), eval_every=1)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.run(
+        [sys.executable, "-c", TWO_PROCESS_SCRIPT, json.dumps(dataclasses.asdict(c))],
+        env=env, cwd=REPO, capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    run_dir = os.path.join(c.out_dir, "kto2")
+    assert json.load(open(os.path.join(run_dir, "config.json")))["processes"] == 2
+    recs = records({"run_dir": run_dir})
+    assert [r["step"] for r in recs if "loss/train" in r] == [1, 2]
+    assert all(math.isfinite(r["eval/loss"]) for r in recs if "eval/loss" in r)

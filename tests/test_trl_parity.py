@@ -284,6 +284,82 @@ def test_kto_trainer_matches_unpaired_form_with_mismatched_z0(seed):
     assert not torch.isclose(obj(**ins, **hp).mean(), loss_trl)
 
 
+def test_kto_trainer_end_to_end_matches_harness_mismatched_rows():
+    """TRL's whole KTO loss on tiny random models (its collator building the KL sequences, its
+    fused LM head scoring them) equals the harness's ``batch_loss`` with ``z0="mismatched"``,
+    ``form="unpaired"``, on matched unpaired rows: TRL's batch is the harness's 2B rows in its
+    order (B desirable, then B undesirable, each with its own prompt), and TRL's rotation of
+    the completions by one (``KTOTrainer.__init__``'s ``add_kl_completion_ids``, applied here
+    as written there) gives the harness's mismatched rows."""
+    import copy
+
+    from trl import KTOTrainer
+    from trl.trainer.kto_trainer import DataCollatorForUnpairedPreference
+    from trl.trainer.utils import add_fused_lm_head
+
+    from llm import step, tiny
+    from llm.data import Example, collate
+    from llm.logps import PolicyLogps
+    from llm.reference import LiveReference
+
+    tok = tiny.build_tokenizer(["the quick brown fox jumps over the lazy dog"] * 20)
+    policy_lm = tiny.build_model("tiny-llama", tok, seed=4)
+    ref_lm = copy.deepcopy(policy_lm).requires_grad_(False)
+    with torch.no_grad():  # a reference near the policy, so that z0 > 0 is not clamped away
+        for p in ref_lm.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(0)))
+    add_fused_lm_head(policy_lm, outputs=("log_probs", "entropy", "mean_logits"))
+    add_fused_lm_head(ref_lm)
+    examples = [
+        Example(0, (1, 5, 9), (20, 21, 22), (30,), rejected_prompt_ids=(3, 4)),
+        Example(1, (1, 6), (40, 41), (50, 51, 52), rejected_prompt_ids=(7, 8, 9, 10)),
+        Example(2, (2, 7, 8), (60,), (70, 71), rejected_prompt_ids=(11,)),
+    ]
+    rows = [(e.prompt_ids, e.chosen_ids, True) for e in examples]
+    rows += [(e.rejected_prompt_ids, e.rejected_ids, False) for e in examples]
+    trl_rows = {"prompt_ids": [list(p) for p, _, _ in rows]}
+    trl_rows["completion_ids"] = [list(y) for _, y, _ in rows]
+    trl_rows["label"] = [lab for *_, lab in rows]
+    # TRL's add_kl_completion_ids, on one batch of per_device_train_batch_size = 2B rows
+    completions = trl_rows["completion_ids"]
+    trl_rows["KL_completion_ids"] = [completions[-1]] + completions[:-1]  # noqa: RUF005
+    trl_examples = [dict(zip(trl_rows, v)) for v in zip(*trl_rows.values())]
+    trl_batch = DataCollatorForUnpairedPreference(pad_token_id=tok.pad_token_id)(trl_examples)
+    ours = collate(examples, tok.pad_token_id)
+    mb = step.mismatched_batch(ours)
+    for r in range(len(rows)):  # the same mismatched sequences and completion masks
+        a, m = trl_batch["KL_attention_mask"][r].bool(), mb["attention_mask"][r].bool()
+        assert trl_batch["KL_input_ids"][r][a].tolist() == mb["input_ids"][r][m].tolist()
+        assert trl_batch["KL_completion_mask"][r][a].tolist() == mb["loss_mask"][r][m].tolist()
+
+    t = object.__new__(KTOTrainer)
+    _metrics_state(t)
+    policy_lm.train()
+    t.model, t.ref_model = policy_lm, ref_lm
+    t.args = SimpleNamespace(gradient_checkpointing_kwargs=None)
+    t.beta, t.loss_type = 0.3, "kto"
+    t.desirable_weight, t.undesirable_weight = 1.0, 1.4
+    t.precompute_ref_logps, t.calculate_KL = False, True
+    trl_loss = t._compute_loss(policy_lm, trl_batch, return_outputs=False)
+    assert t._metrics["train"]["kl"][-1] > 0.01  # z0 is not clamped to 0
+
+    obj = objectives.OBJECTIVES["kto"]
+    ref = PolicyLogps(ref_lm)
+    reference = LiveReference(lambda b: ref(b["input_ids"], b["attention_mask"], b["loss_mask"]))
+    hp = {"beta": 0.3, "lam_d": 1.0, "lam_u": 1.4, "z0": "mismatched", "form": "unpaired"}
+    loss_B, _ = step.batch_loss(PolicyLogps(policy_lm), reference, ours, obj, hp)
+    kl_sums, _, ref_kl_sums, _ = step.mismatched_logps(
+        PolicyLogps(policy_lm), reference, ours, "train"
+    )
+    z0 = (kl_sums - ref_kl_sums).mean().clamp(min=0)
+    assert float(z0) == pytest.approx(t._metrics["train"]["kl"][-1], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(loss_B.mean(), trl_loss, rtol=1e-5, atol=1e-6)
+    w = policy_lm.lm_head.weight
+    (g_trl,) = torch.autograd.grad(trl_loss, w)
+    (g,) = torch.autograd.grad(loss_B.mean(), w)
+    torch.testing.assert_close(g, g_trl, rtol=1e-4, atol=1e-7)
+
+
 def test_kto_trainer_apo_zero_unpaired_is_half_apo_zero():
     c, r, rc, rr, *_ = _inputs(7)
     kl = torch.full((2 * B,), -1.0, dtype=torch.float64)
