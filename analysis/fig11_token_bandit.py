@@ -91,11 +91,13 @@ def main(quick: bool = False) -> None:
         curves(axes[i, 1], toy, f"single-token bandit (toy MLP), {reward}",
                f"expected reward ({reward})")  # fmt: skip
         per_position(axes[i, 2], sub, reward)
-    axes[0, 0].legend(fontsize=7, ncol=2, loc="upper left")
-    axes[0, 2].legend(fontsize=7, ncol=2, loc="upper left")
+    # one legend below the panels (inside the axes it covered the curves); the right column's
+    # handles carry colour and line style, and the fitted π_ref
+    handles, labels = axes[0, 2].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8, frameon=False)
     fig.suptitle(f"N-token vs single-token bandit: on-policy (solid) vs offline (dashed), "
                  f"{len(seeds)} seed(s), mean ± std")  # fmt: skip
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07 if len(rewards) > 1 else 0.12, 1, 1))
     save(fig, "fig11_token_bandit")
 
 
