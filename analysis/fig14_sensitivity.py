@@ -3,7 +3,7 @@ mean final expected reward (R1, 1,500 steps) and the mean steps to 90% mass on t
 over the tuning grid (lr × hyperparameter), on the held-out seeds 100–102; the selected point
 (``analysis.tune``'s rule) is outlined.
 
-Drawn from ``figures/data/tuning.csv`` (written by ``python -m analysis.tune``, 7 min 21 s
+Drawn from ``figures/data/tuning.csv`` (written by ``python -m analysis.tune``, 10 min 45 s
 here); quick mode runs a tiny sweep (two objectives, 2 × 2 grid, 45 steps) instead.
 
 Command: ``python -m analysis.make_figures --only fig14`` (~3 s from the committed table).

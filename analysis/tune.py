@@ -1,10 +1,10 @@
 """Tune each objective's learning rate and main hyperparameter on held-out seeds (issue 12).
 
-    python -m analysis.tune            # the full tuning (7 min 21 s on this 2-core CPU)
+    python -m analysis.tune            # the full tuning (see tuned.json's seconds)
     python -m analysis.tune --quick    # tiny settings, into figures/quick/data/
 
 Setting: the figures' shared on-policy config (``analysis.common.onpolicy``: R1, 10 prompts ×
-10 samples, T 15, 100 rounds = 1,500 steps) for each of the 13 registry objectives, and figure
+10 samples, T 15, 100 rounds = 1,500 steps) for each registry objective (24), and figure
 6's offline config for DPO and IPO (one round of 100 prompts × 10 π_ref samples, 1,500 steps).
 Grid: lr ∈ {3e-4, 1e-3, 3e-3, 1e-2} × three values of the objective's main hyperparameter
 around its bandit default (``MAIN_HP``; REINFORCE, BoN and SFT: lr only). Seeds: the held-out
@@ -38,6 +38,8 @@ import pandas as pd
 from analysis import common
 
 LRS = (3e-4, 1e-3, 3e-3, 1e-2)
+TRL_BETA_LOSSES = ("hinge", "nca_pair", "bco_pair", "robust", "exo_pair", "sppo_hard", "aot",
+                   "aot_unpaired", "apo_zero", "apo_down")  # fmt: skip
 # objective → (main hyperparameter, three values around its bandit default)
 MAIN_HP: dict[str, tuple[str, tuple[str, ...]]] = {
     "dpo": ("beta", ("0.03", "0.1", "0.3")),
@@ -50,6 +52,10 @@ MAIN_HP: dict[str, tuple[str, tuple[str, ...]]] = {
     "rwr": ("beta", ("0.03", "0.1", "0.3")),
     "bon_pushdown": ("beta", ("0.2", "0.5", "1")),
     "ppo": ("clip_eps", ("0.1", "0.2", "0.4")),
+    # TRL's other DPOTrainer loss types: β around TRL's 0.1; DiscoPOP's τ, which decides whether
+    # its loss pushes the margin up from the reference (docs/science.md §3)
+    **{n: ("beta", ("0.03", "0.1", "0.3")) for n in TRL_BETA_LOSSES},
+    "discopop": ("tau", ("0.05", "0.2", "1")),
 }
 HELD_OUT = (100, 101, 102)
 OFFLINE = ("dpo", "ipo")  # figure 6's offline objectives
