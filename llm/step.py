@@ -76,23 +76,24 @@ def mismatched_batch(batch: dict[str, Tensor], max_len: int | None = None) -> di
     ``max_len`` are cut from the right, as TRL cuts them at ``max_length`` (None: no cut; a
     row may then be longer than the batch's). Returns ``input_ids``, ``attention_mask``,
     ``loss_mask`` on the batch's device."""
-    ids, att, lm = (batch[k].cpu() for k in ("input_ids", "attention_mask", "loss_mask"))
-    R = ids.shape[0]
-    prompts = [ids[r][att[r].bool() & ~lm[r].bool()] for r in range(R)]
-    completions = [ids[r][lm[r].bool()] for r in range(R)]
-    T = max(len(prompts[r]) + len(completions[(r - 1) % R]) for r in range(R))
+    ids, att, lm = batch["input_ids"], batch["attention_mask"].bool(), batch["loss_mask"].bool()
+    prompt = att & ~lm
+    # each row's prompt tokens, then its completion tokens, packed to the front in their order
+    # (a stable sort on "not in the set" keeps the set's tokens first, in place order)
+    p_ids = ids.gather(1, torch.sort((~prompt).int(), dim=1, stable=True).indices)
+    c_ids = ids.gather(1, torch.sort((~lm).int(), dim=1, stable=True).indices)
+    p_len, c_len = prompt.sum(1, keepdim=True), lm.sum(1, keepdim=True)
+    c_ids, c_len = c_ids.roll(1, dims=0), c_len.roll(1, dims=0)  # row r gets row r-1's
+    T = int((p_len + c_len).max())
     T = T if max_len is None else min(T, max_len)
-    out_ids = torch.zeros((R, T), dtype=ids.dtype)
-    out_att = torch.zeros((R, T), dtype=att.dtype)
-    out_lm = torch.zeros((R, T), dtype=lm.dtype)
-    for r in range(R):
-        p, y = prompts[r], completions[(r - 1) % R]
-        seq = torch.cat([p, y])[:T]
-        n = len(seq)
-        out_ids[r, :n], out_att[r, :n], out_lm[r, len(p) : n] = seq, 1, 1
-    device = batch["input_ids"].device
-    return {"input_ids": out_ids.to(device), "attention_mask": out_att.to(device),
-            "loss_mask": out_lm.to(device)}  # fmt: skip
+    t = torch.arange(T, device=ids.device).expand(ids.shape[0], T)
+    in_prompt, in_seq = t < p_len, t < p_len + c_len
+    width = ids.shape[1]
+    from_p = p_ids.gather(1, t.clamp(max=width - 1))
+    from_c = c_ids.gather(1, (t - p_len).clamp(0, width - 1))
+    out_ids = torch.where(in_prompt, from_p, torch.where(in_seq, from_c, 0))
+    return {"input_ids": out_ids, "attention_mask": in_seq.to(batch["attention_mask"].dtype),
+            "loss_mask": (in_seq & ~in_prompt).to(batch["loss_mask"].dtype)}  # fmt: skip
 
 
 def process_gather(accelerator) -> Callable[[Tensor], Tensor] | None:

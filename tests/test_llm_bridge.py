@@ -255,6 +255,31 @@ def test_mismatched_rows_rotate_completions_by_one():
     assert mb["loss_mask"][0].tolist() == [0, 0, 1]
 
 
+@pytest.mark.parametrize("max_len", [None, 6])
+def test_mismatched_batch_equals_a_loop_over_rows(max_len):
+    """The vectorised rotation against a plain per-row loop, on random prompt/response lengths."""
+    g = torch.Generator().manual_seed(0)
+
+    def tokens(n):
+        return tuple(torch.randint(3, 90, (n,), generator=g).tolist())
+
+    lengths = torch.randint(1, 6, (5, 3), generator=g).tolist()
+    examples = [Example(i, tokens(p), tokens(w), tokens(r)) for i, (p, w, r) in enumerate(lengths)]
+    batch = collate(examples, 0)
+    mb = step.mismatched_batch(batch, max_len=max_len)
+    att, lm = batch["attention_mask"].bool(), batch["loss_mask"].bool()
+    R = batch["input_ids"].shape[0]
+    prompts = [batch["input_ids"][r][att[r] & ~lm[r]].tolist() for r in range(R)]
+    comps = [batch["input_ids"][r][lm[r]].tolist() for r in range(R)]
+    for r in range(R):
+        p, y = prompts[r], comps[(r - 1) % R]
+        want = (p + y)[:max_len] if max_len else p + y
+        row_att = mb["attention_mask"][r].bool()
+        assert mb["input_ids"][r][row_att].tolist() == want
+        assert mb["loss_mask"][r].tolist()[: len(want)] == [0] * len(p) + [1] * (len(want) - len(p))
+        assert not row_att[len(want) :].any() and not mb["loss_mask"][r][len(want) :].any()
+
+
 def test_mismatched_z0_needs_a_reference_that_scores_new_rows():
     """A precomputed table holds only the training pairs' log-probs: without a live reference
     (LoRA's base model) z0=mismatched is refused, at parse time and in the harness."""

@@ -17,16 +17,7 @@ from llm.config import TrainConfig
 from llm.train import main, run
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DATA = os.path.join(REPO, "data", "shakespeare_prefs", "train.jsonl")
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    lines = open(DATA, encoding="utf-8").read().splitlines()
-    (d / "train.jsonl").write_text("\n".join(lines[:16]) + "\n")
-    (d / "test.jsonl").write_text("\n".join(lines[16:22]) + "\n")
-    return d
+# ``files`` (16 training + 6 held-out shipped pairs) is in conftest.py
 
 
 def cfg(files, tmp_path, **kw) -> TrainConfig:

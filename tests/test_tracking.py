@@ -23,7 +23,6 @@ from toy import train as toy_train
 from toy.config import BanditConfig
 
 REPO = Path(__file__).resolve().parent.parent
-DATA = REPO / "data" / "shakespeare_prefs" / "train.jsonl"
 TOY = [
     "--prompts-per-round", "3", "--samples-per-prompt", "4", "--rounds", "2",
     "--steps-per-round", "2", "--init-steps", "3", "--n-train-contexts", "20",
@@ -31,13 +30,7 @@ TOY = [
 ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    d = tmp_path_factory.mktemp("data")
-    lines = DATA.read_text(encoding="utf-8").splitlines()
-    (d / "train.jsonl").write_text("\n".join(lines[:16]) + "\n")
-    (d / "test.jsonl").write_text("\n".join(lines[16:20]) + "\n")
-    return d
+# ``files``: conftest.py
 
 
 def llm_cfg(files, tmp_path, **kw) -> TrainConfig:
