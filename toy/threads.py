@@ -33,6 +33,9 @@ from collections.abc import Iterator
 import torch
 
 ENV_VARS = ("MODESEEK_THREADS", "OMP_NUM_THREADS")
+EVAL_THREAD_VAR = "MODESEEK_EVAL_THREAD"
+"""0: evaluate the metrics in the training loop's thread; 1: in a worker thread even on one
+CPU; unset: decided by ``background_eval``."""
 """Explicit user settings, checked in this order; the first set to a positive integer wins."""
 
 MULTI_THREAD_ROWS = 10**9
@@ -87,3 +90,25 @@ def small_problem_threads(rows: int | None = None, n_threads: int | None = None)
     finally:
         if torch.get_num_threads() != previous:
             torch.set_num_threads(previous)
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def background_eval(n_threads: int) -> bool:
+    """Whether the training loop hands its evaluation forwards to one worker thread
+    (``toy.train._EvalBuffer``): when the loop's ``n_threads`` intra-op threads leave a CPU
+    free, unless ``MODESEEK_EVAL_THREAD=0``. Unlike a second intra-op thread, the worker never
+    makes the loop wait at a per-op barrier: it takes whole blocks of steps from a queue, and
+    the loop waits only when the worker is two blocks behind (and once at the end), so a busy
+    machine slows it by its share of the CPU rather than by a descheduled thread's time slice.
+    The metrics are identical either way."""
+    value = os.environ.get(EVAL_THREAD_VAR, "").strip()
+    if value in ("0", "1"):
+        return value == "1"
+    return usable_cpus() > n_threads

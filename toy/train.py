@@ -31,7 +31,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import queue
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,7 +57,7 @@ from toy.data import Round, make_round, objective_inputs, reduce_per_seed, sampl
 from toy.metrics import Recorder
 from toy.optim import RowAdam
 from toy.policy import POLICIES, fit_to_reference, flatten_parameters, kl_to_reference
-from toy.threads import small_problem_threads
+from toy.threads import background_eval, small_problem_threads
 
 # flatten_parameters gives the policy strided gradient views on purpose (see its docstring)
 warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout")
@@ -218,18 +220,42 @@ class _EvalBuffer:
     """Parameters after each update, evaluated in blocks: one batched forward over several
     steps' parameter sets (rows = steps × S) instead of one small forward per step. The
     metrics are the same numbers. The evaluation forward over ``n_eval_contexts`` is ~10x the
-    arithmetic of a training step on P = 10 prompts; ``eval_every`` thins it."""
+    arithmetic of a training step on P = 10 prompts; ``eval_every`` thins it.
 
-    def __init__(self, policy: torch.nn.Module, flat: torch.Tensor, eval_ctx_SEC, rec: Recorder):
+    With ``background`` (``toy.threads.background_eval``: two or more CPUs), full blocks are
+    evaluated by one worker thread while the loop trains on: the worker owns a copy of the
+    policy module (``functional_call`` swaps a module's parameters while it runs, so it must
+    not touch the loop's), writes only the recorder's evaluation rows (the loop writes only
+    its training rows), and each op is a single-threaded torch kernel that releases the GIL.
+    The blocks, their shapes and so every metric are exactly those of the serial path.
+    ``close()`` waits for the worker and re-raises its exception; call it in ``finally``."""
+
+    BUFFERS = 3
+    """Parameter blocks in flight: one being filled, up to two queued or being evaluated."""
+
+    def __init__(self, policy: torch.nn.Module, flat: torch.Tensor, eval_ctx_SEC, rec: Recorder,
+                 background: bool = False):  # fmt: skip
         s, d = flat.shape
         e = eval_ctx_SEC.shape[1]
         self.block = max(1, min(64, 2_000 // (s * e)))  # ≤ ~2k context rows per forward
-        self.hist = torch.empty(self.block, s, d)
         self.names = [name for name, _ in policy.named_parameters()]
         self.sizes = [p[0].numel() for p in policy.parameters()]
         self.shapes = [tuple(p.shape[1:]) for p in policy.parameters()]
-        self.policy, self.flat, self.rec, self.ctx = policy, flat, rec, eval_ctx_SEC
+        self.flat, self.rec, self.ctx = flat, rec, eval_ctx_SEC
+        self.policy = copy.deepcopy(policy) if background else policy
+        n_buffers = self.BUFFERS if background else 1
+        self.free: queue.Queue = queue.Queue()
+        for _ in range(n_buffers):
+            self.free.put(torch.empty(self.block, s, d))
+        self.hist = self.free.get()
         self.first, self.count = 0, 0
+        self.error: BaseException | None = None
+        self.cancelled = False
+        self.work: queue.Queue | None = None
+        if background:
+            self.work = queue.Queue()
+            self.worker = threading.Thread(target=self._serve, name="toy-eval", daemon=True)
+            self.worker.start()
 
     def push(self, step: int) -> None:
         """Keep the current parameters as those of ``step`` (after ``step`` updates)."""
@@ -242,12 +268,45 @@ class _EvalBuffer:
         if self.count == self.block:
             self.flush()
 
-    @torch.no_grad()
     def flush(self) -> None:
+        """Evaluate the block being filled (queue it for the worker when there is one)."""
         if not self.count:
             return
-        b, s = self.count, self.hist.shape[1]
-        rows = self.hist[:b].reshape(b * s, -1)
+        if self.work is None:
+            self._evaluate(self.first, self.hist, self.count)
+        else:
+            if self.error is not None:
+                self.close()  # raises the worker's exception
+            self.work.put((self.first, self.hist, self.count))
+            self.hist = self.free.get()  # waits while the worker is two blocks behind
+        self.count = 0
+
+    def close(self, finish: bool = True) -> None:
+        """Stop the worker: with ``finish``, after evaluating what is queued, then re-raise
+        any exception it had; without (the loop failed), drop the queued blocks, raise nothing."""
+        if self.work is not None:
+            if not finish:
+                self.cancelled = True
+            self.work.put(None)
+            self.worker.join()
+            self.work = None
+        if self.error is not None and finish:
+            error, self.error = self.error, None
+            raise error
+
+    def _serve(self) -> None:
+        while (item := self.work.get()) is not None:
+            if self.error is None and not self.cancelled:  # else drain without evaluating
+                try:
+                    self._evaluate(*item)
+                except BaseException as exc:  # re-raised in the loop's thread by close()
+                    self.error = exc
+            self.free.put(item[1])
+
+    @torch.no_grad()
+    def _evaluate(self, first: int, hist: torch.Tensor, count: int) -> None:
+        b, s = count, hist.shape[1]
+        rows = hist[:b].reshape(b * s, -1)
         params, offset = {}, 0
         for name, size, shape in zip(self.names, self.sizes, self.shapes):
             params[name] = rows[:, offset : offset + size].view(b * s, *shape)
@@ -255,8 +314,7 @@ class _EvalBuffer:
         ctx = self.ctx.expand(b, *self.ctx.shape).reshape(b * s, *self.ctx.shape[1:])
         logits = torch.func.functional_call(self.policy, params, (ctx,))
         logp = torch.log_softmax(logits, -1).view(b, s, *logits.shape[1:])
-        self.rec.record_eval_block(self.first, logp)
-        self.count = 0
+        self.rec.record_eval_block(first, logp)
 
 
 def _row_hparams(obj, hp: dict, rows: Rows, s: int) -> dict:
@@ -282,12 +340,12 @@ def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Record
     prob = _Problem(cfg, rows)
     s, p, n = len(rows.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
     m = cfg.minibatch_size or p
-    with small_problem_threads(rows=s):
+    with small_problem_threads(rows=s) as n_threads:
         policy = _make_policy(cfg, prob, rows)
         flat = flatten_parameters(policy)
         opt = RowAdam(flat, torch.tensor(rows.lr))
         rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n, m)
-        evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec)
+        evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec, background_eval(n_threads))
         fused = hasattr(policy, "backward_into")
         running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
         baseline_S = torch.zeros(s) if running else None
@@ -355,8 +413,10 @@ def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Record
                     baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
             evals.push(step)
             evals.flush()
+            evals.close()
             _check_final_policy(rows, rec, step)
         finally:
+            evals.close(finish=False)  # no worker left behind (a no-op after close())
             if own_bar:
                 bar.close()
     return rec, prob
