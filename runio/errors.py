@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import gc
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -58,7 +59,11 @@ def _one_line(exc: BaseException) -> str:
 def cli_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> int:
     """Run ``main(argv)`` under the error contract; returns the process exit code.
 
-    ``--debug`` is removed from ``argv`` before ``main`` sees it.
+    ``--debug`` is removed from ``argv`` before ``main`` sees it. With ``argv`` None (a real
+    command line, whose process ends next) the objects still alive are moved out of the cyclic
+    garbage collector's reach (``gc.freeze``) before returning: interpreter shutdown otherwise
+    runs full collections over torch's object graph, ~0.4 s of a 3 s bandit command on this
+    machine. Shutdown is otherwise unchanged (atexit handlers, buffers, reference counting).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MODESEEK_DEBUG", "") not in ("", "0")
@@ -75,4 +80,7 @@ def cli_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_NONFINITE
+    finally:
+        if argv is None:
+            gc.freeze()
     return 0

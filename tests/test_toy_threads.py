@@ -98,3 +98,15 @@ def test_thread_settings_precedence(monkeypatch):
     with threads.small_problem_threads(n_threads=1) as used:
         assert used == 1 == torch.get_num_threads()
     assert torch.get_num_threads() == before
+
+
+def test_command_line_entry_freezes_the_heap_only_for_real_command_lines(monkeypatch):
+    from runio import errors
+
+    frozen = []
+    monkeypatch.setattr(errors.gc, "freeze", lambda: frozen.append(True))
+    assert errors.cli_entry(lambda args: None, ["--x"]) == 0
+    assert frozen == []  # in-process callers keep their collector
+    monkeypatch.setattr("sys.argv", ["prog", "--x"])
+    assert errors.cli_entry(lambda args: None) == 0
+    assert frozen == [True]
