@@ -28,21 +28,28 @@ class RowAdam:
             self.groups.setdefault(value, []).append(row)
         self.m = torch.zeros_like(param)
         self.v = torch.zeros_like(param)
-        self.steps = [torch.zeros((), dtype=torch.float32) for _ in range(s)]
+        self.step_count = torch.zeros((), dtype=torch.float32)
+        """Every row takes every step, so one count serves all (the bias corrections)."""
+        # per-group lists of row views, built once (Adam updates them in place); the kernel
+        # runs on each row as its own tensor, so its results do not depend on the grouping
+        p, m, v = param.data, self.m, self.v
+        self.views = {lr: ([p[i] for i in rows], [m[i] for i in rows], [v[i] for i in rows])
+                      for lr, rows in self.groups.items()}  # fmt: skip
 
     @torch.no_grad()
     def step(self, grad: Tensor) -> None:
-        torch._foreach_add_(self.steps, 1.0)
+        self.step_count += 1.0
         b1, b2 = self.betas
-        p, m, v = self.param.data, self.m, self.v
+        rows_of_grad = grad.unbind(0)
         for lr, rows in self.groups.items():
+            p, m, v = self.views[lr]
             torch._fused_adam_(
-                [p[i] for i in rows],
-                [grad[i] for i in rows],
-                [m[i] for i in rows],
-                [v[i] for i in rows],
+                p,
+                [rows_of_grad[i] for i in rows],
+                m,
+                v,
                 [],
-                [self.steps[i] for i in rows],
+                [self.step_count] * len(rows),
                 lr=lr,
                 beta1=b1,
                 beta2=b2,
