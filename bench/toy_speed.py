@@ -224,7 +224,8 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
             flat = flatten_parameters(policy)
             opt = RowAdam(flat, torch.tensor(rows.lr))
             rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n, p)
-            evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec)
+            evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec)  # serial: timed here
+            fused = hasattr(policy, "backward_into")
             running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
             baseline_S = torch.zeros(s) if running else None
             t["init"] = clock() - t0
@@ -242,7 +243,12 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
                 for _ in range(cfg.steps_per_round):
                     evals.push(step)
                     t2 = clock()
-                    train_logp = torch.log_softmax(policy(ctx), -1)
+                    if fused:  # as toy.train: hand-written MLP backward from the logits' grad
+                        logits, saved = policy.forward_saving(ctx)
+                        logits.requires_grad_(True)
+                    else:
+                        logits = policy(ctx)
+                    train_logp = torch.log_softmax(logits, -1)
                     logps_SMN = train_logp.gather(-1, rnd.arms_SPN)
                     inputs, mask = objective_inputs(obj.data, logps_SMN, rnd, baseline_S)
                     loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
@@ -251,8 +257,12 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
                         kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
                         loss_S = loss_S + cfg.kl_penalty * kl_S
                     t3 = clock()
-                    flat.grad.zero_()
-                    loss_S.sum().backward()
+                    if fused:
+                        loss_S.sum().backward()
+                        policy.backward_into(saved, logits.grad)
+                    else:
+                        flat.grad.zero_()
+                        loss_S.sum().backward()
                     t4 = clock()
                     step += 1
                     rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SMN, None)
@@ -284,6 +294,62 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
         return f"split unavailable ({type(err).__name__}: {err})"
     t["steps"] = float(cfg.total_steps)
     return t
+
+
+# ---------------------------------------------------------------------------- arithmetic floor
+
+TARGETS = {1: 0.6, 5: 1.5}
+"""Issue 12's in-process targets (seconds) by seed count; the sweep's is 4× one 1-seed run."""
+SWEEP_ROWS = 45
+
+
+def _best(fn: Callable[[], object], n: int = 20) -> float:
+    fn()
+    times = []
+    for _ in range(n):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def arithmetic_floor(rows: int) -> dict[str, float]:
+    """Per step, for ``rows`` batched runs on one thread (best of 20, ms): the evaluation
+    forward alone (the real policy's forward and log-softmax on the shapes ``toy.train`` uses:
+    blocks of steps × rows × 100 contexts), the training MLP's forward + hand-written backward
+    alone (P 10 contexts per row) and the fused Adam step alone. No objective, autograd,
+    recording, sampling or Python loop: a lower bound on any loop that computes every metric
+    after every step exactly, in fp32. ``floor_s`` spreads that work perfectly over the
+    machine's CPUs, except that one block's evaluation is one thread's work."""
+    import torch
+
+    from toy.optim import RowAdam
+    from toy.policy import MLP_SIZES, MLPPolicy, flatten_parameters
+    from toy.threads import small_problem_threads, usable_cpus
+
+    cfg = _config(1)
+    e, d = cfg.n_eval_contexts, MLP_SIZES[0]
+    block = max(1, min(64, 2_000 // (rows * e)))  # as toy.train._EvalBuffer
+    with small_problem_threads(n_threads=1), torch.no_grad():
+        gens = [torch.Generator().manual_seed(i) for i in range(block * rows)]
+        evaluated, ctx = MLPPolicy(gens), torch.rand(block * rows, e, d)
+        eval_ms = _best(lambda: torch.log_softmax(evaluated(ctx), -1)) / block * 1e3
+        trained = MLPPolicy(gens[:rows])
+        flat = flatten_parameters(trained)
+        opt = RowAdam(flat, 1e-3)
+        x = torch.rand(rows, cfg.prompts_per_round, d)
+        grad = torch.randn(rows, cfg.prompts_per_round, MLP_SIZES[-1])
+
+        def mlp_step():
+            _, saved = trained.forward_saving(x)
+            trained.backward_into(saved, grad)
+
+        mlp_ms = _best(mlp_step) * 1e3
+        adam_ms = _best(lambda: opt.step(flat.grad)) * 1e3
+    cpus = usable_cpus()
+    per_step = max(eval_ms, (eval_ms + mlp_ms + adam_ms) / cpus)
+    return {"eval": eval_ms, "mlp": mlp_ms, "adam": adam_ms, "cpus": cpus,
+            "floor_s": per_step * cfg.total_steps / 1e3}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------- whole process
@@ -425,6 +491,10 @@ def run(torch, runner: Runner, args) -> None:
                 flush=True,
             )
 
+    floors = {rows: arithmetic_floor(rows) for rows in (*args.seeds, SWEEP_ROWS)}
+    for rows, f in floors.items():
+        print(f"arithmetic floor {rows} row(s): {f['floor_s']:.2f} s", flush=True)
+
     split = {}
     if not args.no_split:
         for s in args.seeds:
@@ -452,14 +522,14 @@ def run(torch, runner: Runner, args) -> None:
                 sweep = runner.collect(lambda: time_command(cmd, args.threads, cwd=Path(tmp)))
             print(f"sweep: python -m toy.sweep {args.sweep_args}")
 
-    report(torch, runner, args, inproc, split, process, imports, sweep)
+    report(torch, runner, args, inproc, split, process, imports, sweep, floors)
 
 
 def _ok(xs: list) -> list[float]:
     return [x for x in xs if not isinstance(x, str)]
 
 
-def report(torch, runner, args, inproc, split, process, imports, sweep) -> None:
+def report(torch, runner, args, inproc, split, process, imports, sweep, floors) -> None:
     conds = runner.conditions
     print()
     print(
@@ -542,6 +612,7 @@ def report(torch, runner, args, inproc, split, process, imports, sweep) -> None:
                 print(f"| {c} | {_fmt_s(min(ok))} | {_fmt_s(statistics.median(ok))} |")
             else:
                 print(f"| {c} | failed | {sweep[c][0]} |")
+    report_floor(args, inproc, sweep, floors)
     if args.load:
         print()
         print(f"Under load ({args.load} busy processes), ratio of medians loaded / idle:")
@@ -558,6 +629,33 @@ def report(torch, runner, args, inproc, split, process, imports, sweep) -> None:
             if idle and loaded:
                 a, b = statistics.median(idle), statistics.median(loaded)
                 print(f"| {name} | {_fmt_s(a)} | {_fmt_s(b)} | {b / a:.2f}× |")
+
+
+def report_floor(args, inproc, sweep, floors) -> None:
+    """Issue 12's targets beside the arithmetic floor (``arithmetic_floor``) and the idle
+    median."""
+    print()
+    print(
+        "Arithmetic floor (idle, one thread per kernel, ms per step: evaluation forward | "
+        "training MLP forward + backward | Adam; floor = that work spread perfectly over "
+        f"{floors[SWEEP_ROWS]['cpus']} CPUs, {_config(1).total_steps} steps):"
+    )
+    print()
+    print("| rows | eval | MLP step | Adam | floor | target | measured (idle median) |")
+    print("|---|---|---|---|---|---|---|")
+    one = statistics.median([r["total"] for r in inproc[1]["idle"]]) if 1 in inproc else None
+    for rows, f in floors.items():
+        if rows == SWEEP_ROWS:
+            what = f"{rows} (sweep)"
+            ok = _ok(sweep["idle"]) if sweep else []
+            measured = _fmt_s(statistics.median(ok)) if ok else "not run"
+            target = f"{_fmt_s(4 * one)} (4× 1 seed)" if one else "4× 1 seed"
+        else:
+            what = str(rows)
+            measured = _fmt_s(statistics.median([r["total"] for r in inproc[rows]["idle"]]))
+            target = _fmt_s(TARGETS[rows]) if rows in TARGETS else "-"
+        print(f"| {what} | {f['eval']:.3f} | {f['mlp']:.3f} | {f['adam']:.3f} | "
+              f"{_fmt_s(f['floor_s'])} | {target} | {measured} |")  # fmt: skip
 
 
 if __name__ == "__main__":
