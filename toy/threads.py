@@ -10,9 +10,12 @@ machine and, when other processes keep the cores busy, each parallel region wait
 descheduled worker thread and the run collapses (issue 12: 5 min 8 s instead of 4.9 s).
 
 Rule: one intra-op thread for every batch size (``MULTI_THREAD_ROWS`` is the switch for larger
-problems). Measured by ``python -m bench.toy_speed --load 2``: on one thread the 1-seed preset
-takes 1.77 s idle and 2.92 s with two busy processes beside it (1.65×), where two threads had
-collapsed to minutes under load.
+problems), and, when a CPU is left free, one worker thread that evaluates the metrics
+(``background_eval``): the evaluation forward over 100 contexts after every step is the largest
+single piece of arithmetic, and it needs nothing from the loop but a copy of the parameters, so
+it runs beside the training step instead of after it, in blocks of steps taken from a queue.
+Measured by ``python -m bench.toy_speed --load 2`` (README): with two busy processes beside it
+the 1-seed preset stays within 2× of idle, where two intra-op threads had collapsed to minutes.
 
 Precedence: ``n_threads`` given explicitly, then the ``MODESEEK_THREADS`` environment variable,
 then ``OMP_NUM_THREADS`` (the user's explicit choice wins over the rule), then the rule. The
