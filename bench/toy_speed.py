@@ -17,7 +17,11 @@ Reports, best and median of ``--repeats``:
   Ctrl-C). Idle and loaded measurements alternate (idle, loaded, idle, loaded, ...) so both see
   the same machine; the ratio loaded/idle of the medians is printed;
 - ``--sweep``: the whole-process time of ``python -m toy.sweep ...`` when ``toy/sweep.py``
-  exists (skipped otherwise).
+  exists (skipped otherwise);
+- the evaluation worker on and off (``MODESEEK_EVAL_THREAD`` 1 / 0), in-process, alternating,
+  idle and loaded (``--no-worker-compare`` skips it);
+- the arithmetic floor of each target (``arithmetic_floor``): the evaluation forward, the
+  training MLP step and Adam alone, spread over the CPUs, beside the target and the measurement.
 
 Ends with markdown tables (README's table is regenerated from them). Not a test. Other
 processes on the machine change every number: the header prints the load average.
@@ -296,6 +300,29 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
     return t
 
 
+def worker_vs_serial(n_seeds: int, repeats: int) -> dict[str, list[float]]:
+    """In-process ``run`` (fit cached) with the evaluation worker and without it
+    (``MODESEEK_EVAL_THREAD`` 1 / 0), alternating, ``repeats`` each: seconds."""
+    from toy.threads import EVAL_THREAD_VAR
+    from toy.train import run
+
+    cfg, out = _config(n_seeds), {"worker": [], "serial": []}
+    before = os.environ.get(EVAL_THREAD_VAR)
+    try:
+        for _ in range(repeats):
+            for name, value in (("worker", "1"), ("serial", "0")):
+                os.environ[EVAL_THREAD_VAR] = value
+                start = time.perf_counter()
+                run(cfg)
+                out[name].append(time.perf_counter() - start)
+    finally:
+        if before is None:
+            os.environ.pop(EVAL_THREAD_VAR, None)
+        else:
+            os.environ[EVAL_THREAD_VAR] = before
+    return out
+
+
 # ---------------------------------------------------------------------------- arithmetic floor
 
 TARGETS = {1: 0.6, 5: 1.5}
@@ -449,6 +476,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-process", action="store_true", help="skip whole-process timings")
     parser.add_argument("--no-split", action="store_true", help="skip the per-step split")
     parser.add_argument("--sweep", action="store_true", help="also time python -m toy.sweep")
+    parser.add_argument("--no-worker-compare", action="store_true",
+                        help="skip timing the loop without its evaluation worker")  # fmt: skip
     parser.add_argument("--sweep-args", default=SWEEP_ARGS, help="arguments of toy.sweep")
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -491,6 +520,16 @@ def run(torch, runner: Runner, args) -> None:
                 flush=True,
             )
 
+    modes = {}
+    if not args.no_worker_compare:
+        for s in args.seeds:
+            runs = runner.collect(lambda s=s: worker_vs_serial(s, 1))
+            modes[s] = {c: {k: [x for r in rs for x in r[k]] for k in ("worker", "serial")}
+                        for c, rs in runs.items()}  # fmt: skip
+            for c, m in modes[s].items():
+                w, r = (statistics.median(m[k]) for k in ("worker", "serial"))
+                print(f"{s} seed(s) [{c}]: worker {w:.2f} s, serial {r:.2f} s", flush=True)
+
     floors = {rows: arithmetic_floor(rows) for rows in (*args.seeds, SWEEP_ROWS)}
     for rows, f in floors.items():
         print(f"arithmetic floor {rows} row(s): {f['floor_s']:.2f} s", flush=True)
@@ -523,6 +562,7 @@ def run(torch, runner: Runner, args) -> None:
             print(f"sweep: python -m toy.sweep {args.sweep_args}")
 
     report(torch, runner, args, inproc, split, process, imports, sweep, floors)
+    report_modes(modes)
 
 
 def _ok(xs: list) -> list[float]:
@@ -656,6 +696,22 @@ def report_floor(args, inproc, sweep, floors) -> None:
             target = _fmt_s(TARGETS[rows]) if rows in TARGETS else "-"
         print(f"| {what} | {f['eval']:.3f} | {f['mlp']:.3f} | {f['adam']:.3f} | "
               f"{_fmt_s(f['floor_s'])} | {target} | {measured} |")  # fmt: skip
+
+
+def report_modes(modes) -> None:
+    if not modes:
+        return
+    print()
+    print("Evaluation worker on / off (in-process, π_ref fit cached, runs alternating; "
+          "MODESEEK_EVAL_THREAD 1 / 0; best / median):")  # fmt: skip
+    print()
+    print("| condition | seeds | worker | serial | serial / worker (medians) |")
+    print("|---|---|---|---|---|")
+    for s, by_condition in modes.items():
+        for c, m in by_condition.items():
+            (wb, wm), (sb, sm) = _stats(m["worker"]), _stats(m["serial"])
+            print(f"| {c} | {s} | {_fmt_s(wb)} / {_fmt_s(wm)} | {_fmt_s(sb)} / {_fmt_s(sm)} | "
+                  f"{sm / wm:.2f}× |")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -53,12 +53,18 @@ class MLPPolicy(nn.Module):
         so ``torch.func.functional_call`` (which swaps them) still works there."""
 
     def forward(self, contexts_SCD: Tensor) -> Tensor:
-        ws, bs = tuple(self.weights), tuple(self.biases)  # plain tuples: slicing a
-        h = torch.baddbmm(bs[0], contexts_SCD, ws[0])  # ParameterList builds a new Module
-        h = F.layer_norm(h, h.shape[-1:]) * self.ln_weight + self.ln_bias
-        for w, b in zip(ws[1:], bs[1:]):
-            h = torch.baddbmm(b, F.relu(h), w)
-        return h
+        # plain tuples: slicing a ParameterList builds a new Module
+        return _mlp_logits(tuple(self.weights), tuple(self.biases), self.ln_weight,
+                           self.ln_bias, contexts_SCD)  # fmt: skip
+
+    def forward_params(self, params: dict[str, Tensor], contexts_SCD: Tensor) -> Tensor:
+        """``forward`` with the parameters given by name (as ``named_parameters``), leaving
+        the module untouched (unlike ``torch.func.functional_call``, which swaps them in and
+        out): safe from another thread, and a few Python calls instead of a reparametrisation."""
+        n = len(self.weights)
+        return _mlp_logits([params[f"weights.{i}"] for i in range(n)],
+                           [params[f"biases.{i}"] for i in range(n)],
+                           params["ln_weight"], params["ln_bias"], contexts_SCD)  # fmt: skip
 
     @torch.no_grad()
     def forward_saving(self, contexts_SCD: Tensor) -> tuple[Tensor, tuple]:
@@ -99,6 +105,14 @@ class MLPPolicy(nn.Module):
         torch.sum(dz0, 1, keepdim=True, out=bs[0].grad)
 
 
+def _mlp_logits(ws, bs, ln_weight, ln_bias, contexts_SCD: Tensor) -> Tensor:
+    h = torch.baddbmm(bs[0], contexts_SCD, ws[0])
+    h = F.layer_norm(h, h.shape[-1:]) * ln_weight + ln_bias
+    for w, b in zip(ws[1:], bs[1:]):
+        h = torch.baddbmm(b, F.relu(h), w)
+    return h
+
+
 class TabularPolicy(nn.Module):
     """One logits vector per seed, the same for every context; starts uniform."""
 
@@ -107,7 +121,11 @@ class TabularPolicy(nn.Module):
         self.table = nn.Parameter(torch.zeros(len(generators), 1, n_arms))
 
     def forward(self, contexts_SCD: Tensor) -> Tensor:
-        return self.table.expand(contexts_SCD.shape[0], contexts_SCD.shape[1], -1)
+        return self.forward_params({"table": self.table}, contexts_SCD)
+
+    def forward_params(self, params: dict[str, Tensor], contexts_SCD: Tensor) -> Tensor:
+        """``forward`` with the table given (see ``MLPPolicy.forward_params``)."""
+        return params["table"].expand(contexts_SCD.shape[0], contexts_SCD.shape[1], -1)
 
 
 POLICIES = {"mlp": MLPPolicy, "tabular": TabularPolicy}

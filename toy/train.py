@@ -223,10 +223,11 @@ class _EvalBuffer:
     arithmetic of a training step on P = 10 prompts; ``eval_every`` thins it.
 
     With ``background`` (``toy.threads.background_eval``: two or more CPUs), full blocks are
-    evaluated by one worker thread while the loop trains on: the worker owns a copy of the
-    policy module (``functional_call`` swaps a module's parameters while it runs, so it must
-    not touch the loop's), writes only the recorder's evaluation rows (the loop writes only
-    its training rows), and each op is a single-threaded torch kernel that releases the GIL.
+    evaluated by one worker thread while the loop trains on: it calls the policy's
+    ``forward_params`` (which leaves the module alone; a policy without one is evaluated by
+    ``functional_call`` on a copy, since that swaps a module's parameters while it runs),
+    writes only the recorder's evaluation rows (the loop writes only its training rows), and
+    each op is a single-threaded torch kernel that releases the GIL.
     The blocks, their shapes and so every metric are exactly those of the serial path.
     ``close()`` waits for the worker and re-raises its exception; call it in ``finally``."""
 
@@ -242,7 +243,8 @@ class _EvalBuffer:
         self.sizes = [p[0].numel() for p in policy.parameters()]
         self.shapes = [tuple(p.shape[1:]) for p in policy.parameters()]
         self.flat, self.rec, self.ctx = flat, rec, eval_ctx_SEC
-        self.policy = copy.deepcopy(policy) if background else policy
+        functional = hasattr(policy, "forward_params")  # else functional_call on a copy
+        self.policy = copy.deepcopy(policy) if background and not functional else policy
         n_buffers = self.BUFFERS if background else 1
         self.free: queue.Queue = queue.Queue()
         for _ in range(n_buffers):
@@ -312,7 +314,10 @@ class _EvalBuffer:
             params[name] = rows[:, offset : offset + size].view(b * s, *shape)
             offset += size
         ctx = self.ctx.expand(b, *self.ctx.shape).reshape(b * s, *self.ctx.shape[1:])
-        logits = torch.func.functional_call(self.policy, params, (ctx,))
+        if hasattr(self.policy, "forward_params"):
+            logits = self.policy.forward_params(params, ctx)
+        else:
+            logits = torch.func.functional_call(self.policy, params, (ctx,))
         logp = torch.log_softmax(logits, -1).view(b, s, *logits.shape[1:])
         self.rec.record_eval_block(first, logp)
 
