@@ -62,8 +62,9 @@ def cli_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
     ``--debug`` is removed from ``argv`` before ``main`` sees it. With ``argv`` None (a real
     command line, whose process ends next) the objects still alive are moved out of the cyclic
     garbage collector's reach (``gc.freeze``) before returning: interpreter shutdown otherwise
-    runs full collections over torch's object graph, ~0.4 s of a 3 s bandit command on this
-    machine. Shutdown is otherwise unchanged (atexit handlers, buffers, reference counting).
+    runs full collections over torch's object graph (tenths of a second of a 3 s bandit
+    command on this machine). Shutdown is otherwise unchanged (atexit handlers, buffers,
+    reference counting).
     """
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("MODESEEK_DEBUG", "") not in ("", "0")
