@@ -199,6 +199,8 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
             _row_hparams,
             _update_baseline,
             train,
+            train_backward,
+            train_forward,
         )
 
         try:
@@ -229,7 +231,6 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
             opt = RowAdam(flat, torch.tensor(rows.lr))
             rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n, p)
             evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec)  # serial: timed here
-            fused = hasattr(policy, "backward_into")
             running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
             baseline_S = torch.zeros(s) if running else None
             t["init"] = clock() - t0
@@ -247,11 +248,7 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
                 for _ in range(cfg.steps_per_round):
                     evals.push(step)
                     t2 = clock()
-                    if fused:  # as toy.train: hand-written MLP backward from the logits' grad
-                        logits, saved = policy.forward_saving(ctx)
-                        logits.requires_grad_(True)
-                    else:
-                        logits = policy(ctx)
+                    logits, saved = train_forward(policy, ctx)
                     train_logp = torch.log_softmax(logits, -1)
                     logps_SMN = train_logp.gather(-1, rnd.arms_SPN)
                     inputs, mask = objective_inputs(obj.data, logps_SMN, rnd, baseline_S)
@@ -261,12 +258,7 @@ def instrumented_split(n_seeds: int) -> dict[str, float] | str:
                         kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
                         loss_S = loss_S + cfg.kl_penalty * kl_S
                     t3 = clock()
-                    if fused:
-                        loss_S.sum().backward()
-                        policy.backward_into(saved, logits.grad)
-                    else:
-                        flat.grad.zero_()
-                        loss_S.sum().backward()
+                    train_backward(policy, flat, loss_S, logits, saved)
                     t4 = clock()
                     step += 1
                     rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SMN, None)

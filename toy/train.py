@@ -332,6 +332,27 @@ def _row_hparams(obj, hp: dict, rows: Rows, s: int) -> dict:
     return out
 
 
+def train_forward(policy: torch.nn.Module, ctx_SPD: torch.Tensor):
+    """The training forward: (logits, saved). A policy with a hand-written backward
+    (``backward_into``) runs without autograd and its logits become the graph's leaf; else
+    ``saved`` is None and autograd records the whole forward."""
+    if hasattr(policy, "backward_into"):
+        logits, saved = policy.forward_saving(ctx_SPD)
+        return logits.requires_grad_(True), saved
+    return policy(ctx_SPD), None
+
+
+def train_backward(policy, flat: torch.Tensor, loss_S: torch.Tensor, logits, saved) -> None:
+    """Write the gradient of ``loss_S.sum()`` into ``flat.grad`` (overwritten): autograd to
+    the logits, then the policy's ``backward_into``; or all of it through autograd."""
+    if saved is not None:
+        loss_S.sum().backward()
+        policy.backward_into(saved, logits.grad)
+    else:
+        flat.grad.zero_()
+        loss_S.sum().backward()
+
+
 def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Recorder, _Problem]:
     """The training loop of Algorithm 1; returns the filled recorder and the problem.
 
@@ -351,7 +372,6 @@ def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Record
         opt = RowAdam(flat, torch.tensor(rows.lr))
         rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n, m)
         evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec, background_eval(n_threads))
-        fused = hasattr(policy, "backward_into")
         running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
         baseline_S = torch.zeros(s) if running else None
         own_bar = bar is None  # a caller's bar (a sweep's) advances by S rows per step
@@ -385,11 +405,7 @@ def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Record
                             if idx_SM is None
                             else ctx_SPD.gather(1, idx_SM[..., None].expand(-1, -1, CONTEXT_DIM))
                         )
-                        if fused:  # hand-written MLP backward from the logits' gradient
-                            logits, saved = policy.forward_saving(ctx)
-                            logits.requires_grad_(True)
-                        else:
-                            logits = policy(ctx)
+                        logits, saved = train_forward(policy, ctx)
                         train_logp = torch.log_softmax(logits, -1)
                         logps_SMN = train_logp.gather(-1, sub.arms_SPN)
                         inputs, mask = objective_inputs(obj.data, logps_SMN, sub, baseline_S)
@@ -403,12 +419,7 @@ def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Record
                         if cfg.kl_penalty:
                             kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
                             loss_S = loss_S + cfg.kl_penalty * kl_S
-                        if fused:
-                            loss_S.sum().backward()
-                            policy.backward_into(saved, logits.grad)
-                        else:
-                            flat.grad.zero_()
-                            loss_S.sum().backward()
+                        train_backward(policy, flat, loss_S, logits, saved)
                         step += 1
                         rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SMN, idx_SM)
                         opt.step(flat.grad)
