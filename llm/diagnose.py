@@ -67,8 +67,8 @@ from llm.logps import _logit_transform, backbone_and_head
 from runio import (
     UserError,
     atomic_write,
-    cli_entry,
     deferred_validation,
+    exit_on_error,
     git_sha,
     validation_deferred,
     versions,
@@ -1145,9 +1145,7 @@ def cli(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """The command line: user errors print one line and exit 2 (``--debug``: traceback)."""
-    code = cli_entry(cli, argv)
-    if code:
-        sys.exit(code)
+    exit_on_error(cli, argv)
 
 
 if __name__ == "__main__":

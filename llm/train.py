@@ -52,8 +52,8 @@ from runio import (
     NonFiniteError,
     UserError,
     atomic_write,
-    cli_entry,
     deferred_validation,
+    exit_on_error,
     git_sha,
     tracking,
     versions,
@@ -492,9 +492,7 @@ def cli(argv: list[str]) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     """The command line: user errors print one line and exit 2 (``--debug``: traceback)."""
-    code = cli_entry(cli, argv)
-    if code:
-        sys.exit(code)
+    exit_on_error(cli, argv)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from runio.errors import (
     UserError,
     cli_entry,
     deferred_validation,
+    exit_on_error,
     validation_deferred,
 )
 from runio.files import append_jsonl, atomic_write, git_sha, read_jsonl, versions
@@ -28,6 +29,7 @@ __all__ = [
     "cli_entry",
     "config_hash",
     "deferred_validation",
+    "exit_on_error",
     "git_sha",
     "is_complete",
     "mark_complete",

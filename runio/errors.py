@@ -85,3 +85,11 @@ def cli_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
         if argv is None:
             gc.freeze()
     return 0
+
+
+def exit_on_error(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:
+    """``cli_entry(main, argv)`` for a ``main`` that returns normally: exits the process with
+    the error contract's code (2 or 3) when it is not 0."""
+    code = cli_entry(main, argv)
+    if code:
+        sys.exit(code)

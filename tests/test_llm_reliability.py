@@ -12,6 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from conftest import tiny_train_config
 
 import objectives
 from llm import train as llm_train
@@ -170,20 +171,8 @@ def test_dry_run_counts_problems_and_builds_nothing(data, tmp_path, capsys, monk
 
 
 def cfg(data, tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(data / "good.jsonl"),
-        eval_data=None,
-        max_len=140,
-        max_prompt_len=110,
-        lr=1e-2,
-        batch_size=4,
-        max_steps=3,
-        gen_examples=0,
-        out_dir=str(tmp_path / "runs"),
-        cache_dir=str(tmp_path / "cache"),
-        progress=False,
-    )
-    return TrainConfig(**{**base, **kw})
+    return tiny_train_config(tmp_path, **{"data": str(data / "good.jsonl"), "eval_data": None,
+                                          **kw})  # fmt: skip
 
 
 def metrics(run_dir) -> list[dict]:

@@ -11,6 +11,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import pytest
 import torch
+from conftest import tiny_train_config
 from safetensors.torch import load_file
 
 from llm.config import TrainConfig
@@ -21,21 +22,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def cfg(files, tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(files / "train.jsonl"),
-        eval_data=str(files / "test.jsonl"),
-        max_len=140,
-        max_prompt_len=110,
-        lr=1e-2,
-        warmup_steps=1,
-        batch_size=4,
-        max_steps=3,
-        gen_examples=0,
-        out_dir=str(tmp_path / "runs"),
-        cache_dir=str(tmp_path / "cache"),
-        progress=False,
-    )
-    return TrainConfig(**{**base, **kw})
+    data = dict(data=str(files / "train.jsonl"), eval_data=str(files / "test.jsonl"))
+    return tiny_train_config(tmp_path, **{**data, "warmup_steps": 1, **kw})
 
 
 def final_params(result) -> dict:

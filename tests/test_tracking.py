@@ -15,6 +15,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import tiny_train_config
 
 from llm.config import TrainConfig
 from llm.flags import translate
@@ -34,21 +35,9 @@ TOY = [
 
 
 def llm_cfg(files, tmp_path, **kw) -> TrainConfig:
-    base = dict(
-        data=str(files / "train.jsonl"),
-        eval_data=str(files / "test.jsonl"),
-        max_len=140,
-        max_prompt_len=110,
-        lr=1e-2,
-        batch_size=2,
-        max_steps=4,
-        gen_examples=0,
-        save_final=False,
-        out_dir=str(tmp_path / "runs"),
-        cache_dir=str(tmp_path / "cache"),
-        progress=False,
-    )
-    return TrainConfig(**{**base, **kw})
+    data = dict(data=str(files / "train.jsonl"), eval_data=str(files / "test.jsonl"))
+    return tiny_train_config(tmp_path, **{**data, "batch_size": 2, "max_steps": 4,
+                                          "save_final": False, **kw})  # fmt: skip
 
 
 def read_jsonl(path: Path) -> list[dict]:
