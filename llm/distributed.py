@@ -36,7 +36,7 @@ from dataclasses import dataclass
 
 import torch
 
-from runio.errors import UserError
+from errors import UserError
 
 WORLD_SIZE_VARS = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
 CPU_CONFIG = "configs/accelerate_cpu_2proc.yaml"

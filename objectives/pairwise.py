@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from errors import UserError
 from objectives._checks import logps_not_positive, same_shape
 from objectives._math import as_tensor_like, log1mexp, log_odds
-from runio.errors import UserError
 
 
 def implicit_rewards(logps: Tensor, ref_logps: Tensor | None) -> Tensor:

@@ -19,6 +19,7 @@ from typing import Literal
 
 from torch import Tensor
 
+from errors import UserError
 from objectives import closed_form as cf
 from objectives import pairwise, sampled, trl_pairwise
 from objectives.hparams import (
@@ -32,7 +33,6 @@ from objectives.hparams import (
     Rule,
     choice,
 )
-from runio.errors import UserError
 
 DataKind = Literal["chosen", "pairs", "groups"]
 PAIR_INPUTS = ("chosen_logps", "rejected_logps", "ref_chosen_logps", "ref_rejected_logps")

@@ -5,7 +5,7 @@ error contract (one line and exit code 2 for a user error; a traceback only with
 Nothing here knows about bandits or language models.
 """
 
-from runio.errors import (
+from errors import (
     EXIT_NONFINITE,
     EXIT_USER,
     NonFiniteError,

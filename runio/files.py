@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from runio.errors import UserError
+from errors import UserError
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:

@@ -12,7 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
-from runio.errors import UserError
+from errors import UserError
 from runio.files import atomic_write
 
 COMPLETE = "COMPLETE"

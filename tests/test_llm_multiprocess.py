@@ -15,9 +15,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from errors import UserError
 from llm import distributed
 from llm.distributed import Requested, check_process_count, requested_processes
-from runio.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATA = os.path.join(REPO, "data", "shakespeare_prefs", "train.jsonl")

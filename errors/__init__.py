@@ -1,4 +1,5 @@
-"""The error contract of every command-line entry point.
+"""The error contract of every command-line entry point (part of the core: the objectives, the
+rounds, run I/O and both worlds import it; it imports nothing of the project).
 
 - ``UserError`` (a ``ValueError``): the user's input is wrong (config value, data row, file,
   path). The CLI prints ``error: <message>`` on one line and exits with code 2, before anything
