@@ -1,5 +1,5 @@
 """Figure 11: the N-token bandit through the LLM harness beside the single-token bandit
-(issue 11 item 1; ``llm.token_bandit``, ``analysis.run_token_bandit``).
+(``experiments.token_bandit``, ``analysis.run_token_bandit``).
 
 Per reward (rows R1, R2): (a) the N-token bandit's expected per-token reward (exact on held-out
 prompts along the policy's own prefixes) against gradient steps, on-policy (solid) vs offline on a
@@ -28,7 +28,7 @@ import pandas as pd
 from analysis import run_token_bandit as rtb
 from analysis.cache import cached_run
 from analysis.common import MODE_STYLES, PALETTE, band, label, offline, onpolicy, save, setup
-from llm.token_bandit import N_RESPONSE, OPTIMAL_ARM
+from experiments.token_bandit import N_RESPONSE, OPTIMAL_ARM
 
 
 def load_table(quick: bool) -> tuple[pd.DataFrame, rtb.Budget]:

@@ -6,14 +6,14 @@
                                                    # new tokens: hours on CPU, meant for a GPU;
                                                    # writes figures/data/smollm2/)
 
-Per (task, seed): π_ref (``llm.length_ref``) samples N responses for each of the R·P training
-prompts: that is the offline preference data (``llm.length_tasks``, ranked by the task reward,
-written to runs/length_tasks/<task>_s<seed>.jsonl), exactly the R·P·N samples an on-policy run
-draws over its R rounds. Every method then runs Algorithm 1 (``llm.onpolicy.run``) for R rounds
-of P prompts × N samples and T steps each, at one learning rate: on-policy methods sample the
-current policy, offline ones read the stored data (``DatasetSampler``). After every round the
-policy's own samples on held-out prompts give ``eval_length`` and ``eval_reward``; the round
-before any update (step 0) is π_ref's.
+Per (task, seed): π_ref (``experiments.length_ref``) samples N responses for each of the R·P
+training prompts: that is the offline preference data (``experiments.length_tasks``, ranked by
+the task reward, written to runs/length_tasks/<task>_s<seed>.jsonl), exactly the R·P·N samples
+an on-policy run draws over its R rounds. Every method then runs Algorithm 1
+(``llm.onpolicy.run``) for R rounds of P prompts × N samples and T steps each, at one learning
+rate: on-policy methods sample the current policy, offline ones read the stored data
+(``DatasetSampler``). After every round the policy's own samples on held-out prompts give
+``eval_length`` and ``eval_reward``; the round before any update (step 0) is π_ref's.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from llm.length_ref import CACHE, ROOT, RefConfig, build_reference, prompt_ids
-from llm.length_tasks import (
+from experiments.length_ref import CACHE, ROOT, RefConfig, build_reference, prompt_ids
+from experiments.length_tasks import (
     TASKS,
     DatasetSampler,
     build_preferences,
@@ -84,7 +84,7 @@ class Sweep:
     methods: tuple[str, ...] = tuple(METHODS)
     """Keys of ``METHODS``."""
     tasks: tuple[str, ...] = tuple(TASKS)
-    """Keys of ``llm.length_tasks.TASKS``."""
+    """Keys of ``experiments.length_tasks.TASKS``."""
     ref: RefConfig = dataclasses.field(default_factory=RefConfig)
 
 

@@ -1,16 +1,16 @@
-"""N-token bandit experiments through the LLM harness (issue 11 item 1; ``llm.token_bandit``).
+"""N-token bandit experiments through the LLM harness (``experiments.token_bandit``).
 
 For each reward (R1, R2), seed and objective (BoN, DPO β 0.1, IPO τ 0.05, REINFORCE, ASFT λ 0.1):
 
 - on-policy: ``llm.onpolicy.run`` with ``--mode on_policy``, 10 prompts × 10 samples per round,
   T = 15 steps per round, 30 rounds (450 steps, 3,000 reward queries);
 - offline: ``--mode offline`` on one fixed dataset of 10 prompts × 10 π_ref samples
-  (``llm.token_bandit.FixedSampler``; every round takes all 10 prompts of ``offline.jsonl``), the
-  same 450 full-batch steps (a record every 15).
+  (``experiments.token_bandit.FixedSampler``; every round takes all 10 prompts of
+  ``offline.jsonl``), the same 450 full-batch steps (a record every 15).
 
 AdamW lr 1e-3, no weight decay, constant schedule, no clipping (the toy's Adam settings). After
-every round ``llm.token_bandit.exact_metrics`` (20 held-out prompts × 8 own prefixes) is added to
-the round's record; step 0 is the fitted reference. Runs are kept under
+every round ``experiments.token_bandit.exact_metrics`` (20 held-out prompts × 8 own prefixes) is
+added to the round's record; step 0 is the fitted reference. Runs are kept under
 ``runs/token_bandit/`` (a complete run is reused), and the compact table the figure reads is
 written to ``figures/data/token_bandit.csv`` with the fit report beside it.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from llm import token_bandit as tb
+from experiments import token_bandit as tb
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "figures" / "data"
@@ -40,7 +40,7 @@ METHODS: dict[str, tuple[str, ...]] = {
     "asft": ("lam=0.1",),
 }
 MODES = ("on_policy", "offline")
-REWARD_FN = {"R1": "llm.token_bandit:reward_r1", "R2": "llm.token_bandit:reward_r2"}
+REWARD_FN = {"R1": "experiments.token_bandit:reward_r1", "R2": "experiments.token_bandit:reward_r2"}
 
 
 @dataclass(frozen=True)

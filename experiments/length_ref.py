@@ -6,7 +6,7 @@ the first k words of its chosen continuation (k uniform in 1..max_words, seeded)
 loss is the summed next-token NLL of the response tokens (EOS included), so sampled responses at
 temperature 1 end in EOS after a broad range of lengths.
 
-    python -m llm.length_ref            # builds (or finds) the cached reference; prints its dir
+    python -m experiments.length_ref        # builds (or finds) the cached reference; prints its dir
 
 The result is a plain Hugging Face directory (``--model DIR`` of ``llm.train``) cached under
 ``<cache_root>/<hash of RefConfig>``: a changed config trains a new one; an existing complete

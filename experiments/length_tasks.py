@@ -1,4 +1,5 @@
-"""Paper A's synthetic length tasks (docs/science.md §5) on the reference LM of ``llm.length_ref``.
+"""Paper A's synthetic length tasks (docs/science.md §5) on the reference LM of
+``experiments.length_ref``.
 
 - **min**:  r = -len                       (``--reward length_min``)
 - **mode**: r = -|len - m|, m = the mode of the preference data's lengths (``length_mode``)

@@ -171,12 +171,12 @@ def token_rewards(token_ids: Sequence[Sequence[int]], reward: str) -> list[float
 
 
 def reward_r1(prompts, responses, token_ids) -> list[float]:
-    """``llm.token_bandit:reward_r1``: mean over response tokens of R1 (peak at arm 70)."""
+    """``experiments.token_bandit:reward_r1``: mean over response tokens of R1 (peak at arm 70)."""
     return token_rewards(token_ids, "R1")
 
 
 def reward_r2(prompts, responses, token_ids) -> list[float]:
-    """``llm.token_bandit:reward_r2``: mean over response tokens of R2 (peak at arm 20)."""
+    """``experiments.token_bandit:reward_r2``: mean over response tokens of R2 (peak at arm 20)."""
     return token_rewards(token_ids, "R2")
 
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from analysis import run_length_tasks as rlt
-from llm.length_ref import RefConfig, build_reference, prompt_ids
-from llm.length_tasks import (
+from experiments.length_ref import RefConfig, build_reference, prompt_ids
+from experiments.length_tasks import (
     DatasetSampler,
     build_preferences,
     length_mode,

@@ -1,7 +1,7 @@
-"""The N-token bandit (``llm.token_bandit``): the fitted GPT-2 matches π_ref at every position;
-the reward callable equals a hand computation; the per-position metrics from one forward pass
-equal a loop over prefixes and a plain Monte-Carlo estimate; responses are exactly 9 arm tokens;
-on-policy and fixed-data offline rounds run through ``llm.onpolicy.run``."""
+"""The N-token bandit (``experiments.token_bandit``): the fitted GPT-2 matches π_ref at every
+position; the reward callable equals a hand computation; the per-position metrics from one
+forward pass equal a loop over prefixes and a plain Monte-Carlo estimate; responses are exactly 9
+arm tokens; on-policy and fixed-data offline rounds run through ``llm.onpolicy.run``."""
 
 import json
 import math
@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from llm import token_bandit as tb
+from experiments import token_bandit as tb
 from llm.sampling import HFSampler
 from toy.bandit import reference_probs, reward_vector
 
