@@ -369,8 +369,8 @@ def test_hp_parsing():
 def test_cli_on_the_default_tiny_model(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "diag"
-    dg.main(["--n-pairs", "6", "--verify", "--verify-steps", "2", "--out-dir", str(out),
-             "--no-progress"])  # fmt: skip
+    assert dg.main(["--n-pairs", "6", "--verify", "--verify-steps", "2", "--out-dir", str(out),
+                    "--no-progress"]) == 0  # fmt: skip
     table = pd.read_csv(out / "pairs.csv")
     assert len(table) == 6 * 3 and set(table.objective) == {"dpo", "asft", "sft"}
     for col in ("logp_w", "logp_mean_l", "P_w", "len_l", "ches", "ches_norm", "grad_wl",
@@ -386,18 +386,16 @@ def test_cli_on_the_default_tiny_model(tmp_path, capsys, monkeypatch):
     assert config["param_set"] == "all" and config["versions"]["torch"]
     assert "most at risk under dpo" in capsys.readouterr().out
     # an existing table is never replaced silently; --summary-of re-prints it without a model
-    with pytest.raises(SystemExit) as e:
-        dg.main(["--n-pairs", "2", "--out-dir", str(out)])
-    assert e.value.code == 2
-    dg.main(["--summary-of", str(out), "--top", "2"])
+    assert dg.main(["--n-pairs", "2", "--out-dir", str(out)]) == 2
+    assert dg.main(["--summary-of", str(out), "--top", "2"]) == 0
     assert "pairs: 6" in capsys.readouterr().out
 
 
 def test_cli_lora_and_user_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     out = tmp_path / "lora"
-    dg.main(["--lora", "--n-pairs", "2", "--objective", "dpo", "orpo", "--format", "parquet",
-             "--out-dir", str(out), "--no-progress"])  # fmt: skip
+    assert dg.main(["--lora", "--n-pairs", "2", "--objective", "dpo", "orpo", "--format",
+                    "parquet", "--out-dir", str(out), "--no-progress"]) == 0  # fmt: skip
     table = pd.read_parquet(out / "pairs.parquet")
     assert list(table.objective) == ["dpo", "orpo"] * 2
     assert json.loads((out / "config.json").read_text())["param_set"] == "lora"
@@ -412,9 +410,7 @@ def test_cli_lora_and_user_errors(tmp_path, capsys, monkeypatch):
         ["--max-len", "0"],
     )
     for args in bad:
-        with pytest.raises(SystemExit) as e:
-            dg.main([*args, "--out-dir", str(tmp_path / "x")])
-        assert e.value.code == 2, args
+        assert dg.main([*args, "--out-dir", str(tmp_path / "x")]) == 2, args
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err, (args, err)
     assert not (tmp_path / "x").exists()
@@ -463,8 +459,8 @@ def test_cli_unpaired_kto_and_refusals(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(REPO)
     data = _write_jsonl(tmp_path / "unpaired.jsonl", _unpaired_rows())
     out = tmp_path / "kto"
-    dg.main(["--data", str(data), "--objective", "kto", "--verify", "--out-dir", str(out),
-             "--no-progress", "--max-len", "160"])  # fmt: skip
+    assert dg.main(["--data", str(data), "--objective", "kto", "--verify", "--out-dir", str(out),
+                    "--no-progress", "--max-len", "160"]) == 0  # fmt: skip
     table = pd.read_csv(out / "pairs.csv")
     assert len(table) == 3 and "row" not in table and "group" not in table
     texts = dg.read_texts(out)
@@ -482,9 +478,18 @@ def test_cli_unpaired_kto_and_refusals(tmp_path, capsys, monkeypatch):
         "kl_logps": ["--objective", "kto", "--hp", "z0=mismatched"],
     }
     for needle, args in bad.items():
-        with pytest.raises(SystemExit) as e:
-            dg.main([*args, "--out-dir", str(tmp_path / "x"), "--no-progress"])
-        assert e.value.code == 2, args
+        assert dg.main([*args, "--out-dir", str(tmp_path / "x"), "--no-progress"]) == 2, args
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: ") and "\n" not in err and needle in err, (args, err)
     assert not (tmp_path / "x").exists()
+
+
+def test_plot_style_is_the_figures():
+    """llm.diagnose.plot keeps its own copy of the figures' palette and names (the library does
+    not import analysis/): it must agree with analysis.common's."""
+    from analysis import common
+    from llm.diagnose import plot
+
+    assert plot.PALETTE == common.PALETTE
+    assert plot.DISPLAY_NAMES == common.DISPLAY_NAMES
+    assert all(plot.display_name(k) == common.label(k) for k in [*common.DISPLAY_NAMES, "x"])
