@@ -198,33 +198,6 @@ def make_round(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> r
     return rounds.make_round(rewards, pol, ref, col.offline_PN, cfg.pair_threshold)
 
 
-def micro_batch_loss(
-    obj: objectives.Objective,
-    hp: dict,
-    logps_PN: torch.Tensor,
-    rnd: rounds.Round,
-    baseline: torch.Tensor | None,
-    denom: torch.Tensor,
-    full_logps_PN: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """A micro-batch's share of the round's loss: its counted per-example losses summed and
-    divided by the round's ``rounds.loss_denominator`` (the shares sum to the full-batch
-    mean). ``full_logps_PN``: the samples' mean log-probs over prompt and response (ORPO's
-    ``nll="all"``)."""
-    wanted = set(obj.inputs) | set(obj.optional_inputs)
-    inputs, mask = rounds.objective_inputs(obj.data, logps_PN, rnd, baseline, full_logps_PN)
-    missing = sorted(set(obj.required_inputs(hp)) - inputs.keys())
-    if missing:
-        raise UserError(
-            f"objective {obj.name!r} with these hyperparameters needs {missing}, which were not "
-            "given to this round's loss (the rounds modes build chosen_full_logps, not KTO's "
-            "mismatched-pair log-probs); change the hyperparameter (see the objective's "
-            "docstring)"
-        )
-    loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
-    return rounds.loss_sum(loss, mask) / denom
-
-
 def full_logps(fn: Callable, batch: dict) -> torch.Tensor:
     """Each row's mean log-prob over every token after the first, prompt and response (ORPO's
     ``nll="all"``, as ``llm.step.batch_loss``): a second forward of the right-padded rows with
@@ -250,8 +223,9 @@ def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[
         full_PN = None
         if "chosen_full_logps" in obj.required_inputs(ses.hp):
             full_PN = full_logps(fn, batch).view(-1, n).cpu()
-        sub = rnd.select(slice(rows.start // n, rows.stop // n))
-        part = micro_batch_loss(obj, ses.hp, logps_PN, sub, ses.baseline, denom, full_PN)
+        sub = rnd.subset(slice(rows.start // n, rows.stop // n))
+        part = rounds.round_loss(obj, ses.hp, logps_PN, sub, ses.baseline, full_logps_PN=full_PN,
+                                 denom=denom)  # fmt: skip
         acc.backward(part)
         total += float(part.detach())
     norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")

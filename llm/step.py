@@ -137,11 +137,7 @@ def objective_inputs(
         kl_sums, kl_counts, ref_kl_sums, ref_kl_counts = mismatched
         out["kl_logps"] = kl_sums / kl_counts if mean else kl_sums
         out["ref_kl_logps"] = ref_kl_sums / ref_kl_counts if mean else ref_kl_sums
-    missing = sorted(set(obj.required_inputs(hparams)) - set(out))
-    if missing:
-        raise ValueError(f"objective {obj.name!r} needs {missing} (no reference given?)")
-    wanted = set(obj.inputs) | set(obj.optional_inputs)
-    return {k: v for k, v in out.items() if k in wanted}
+    return obj.select_inputs(out, hparams, " (no reference given?)")
 
 
 def pair_stats(

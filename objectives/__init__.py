@@ -7,6 +7,7 @@ gradients. Imported by ``toy/`` (the bandit), ``llm/`` (Hugging Face models) and
 ...                                      ref_chosen_logps=..., ref_rejected_logps=..., beta=0.1)
 """
 
+from objectives._checks import values_checked_once
 from objectives._math import log1mexp, log_odds
 from objectives.gradients import (
     prob_partials,
@@ -80,4 +81,5 @@ __all__ = [
     "sppo_hard",
     "tabular_inputs",
     "tabular_logit_grad",
+    "values_checked_once",
 ]

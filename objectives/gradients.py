@@ -55,11 +55,7 @@ def tabular_inputs(
             out[_REF_OF[key]] = ref_logps_K[idx]
         if old_logps_K is not None and key == "arms":
             out["old_logps"] = old_logps_K[idx]
-    wanted = set(obj.inputs) | set(obj.optional_inputs)
-    missing = set(obj.inputs) - set(out)
-    if missing:
-        raise ValueError(f"objective {name!r} needs {sorted(missing)} for the tabular gradient")
-    return {k: v for k, v in out.items() if k in wanted}
+    return obj.select_inputs(out, missing_hint=" to the tabular gradient")
 
 
 def tabular_logit_grad(

@@ -113,6 +113,32 @@ class Objective:
         extra = [k for name, by in self.hp_inputs.items() for k in by.get(hp.get(name), ())]
         return (*self.inputs, *(k for k in extra if k not in self.inputs))
 
+    def select_inputs(
+        self,
+        available: Mapping[str, Tensor],
+        hparams: Mapping[str, object] | None = None,
+        missing_hint: str = "",
+    ) -> dict[str, Tensor]:
+        """The tensors ``fn`` takes, picked from whatever a caller has built (``available`` may
+        hold more). A ValueError names the inputs these hyperparameters require that are not
+        there, followed by ``missing_hint`` (what the caller could not build, and why): a
+        ``UserError``, since a hyperparameter choice (e.g. ORPO's ``nll="all"``) is what asks
+        for an input a data path cannot build."""
+        missing = [k for k in self.required_inputs(hparams) if k not in available]
+        if missing:
+            raise UserError(
+                f"objective {self.name!r} with these hyperparameters needs {sorted(missing)}, "
+                f"which were not given{missing_hint}"
+            )
+        wanted = (*self.inputs, *self.optional_inputs)
+        return {k: v for k, v in available.items() if k in wanted}
+
+    def loss(self, available: Mapping[str, Tensor], **hparams) -> Tensor:
+        """The unreduced per-example loss from the inputs a caller has (``select_inputs``) and
+        the hyperparameters (already validated: no range checks here, so per-row tensors of a
+        batched sweep pass through)."""
+        return self.fn(**self.select_inputs(available, hparams), **hparams)
+
     def __call__(self, **kwargs) -> Tensor:
         self._check_ranges({k: v for k, v in kwargs.items() if k in self.defaults})
         return self.fn(**kwargs)

@@ -15,6 +15,7 @@ from rounds.core import (
     objective_inputs,
     offline_count,
     offline_mask,
+    round_loss,
     sequence_logps,
     update_baseline,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "objective_inputs",
     "offline_count",
     "offline_mask",
+    "round_loss",
     "sequence_logps",
     "update_baseline",
 ]

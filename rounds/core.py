@@ -11,6 +11,8 @@ is vectorised; nothing here knows how a sample was drawn (an arm or a generated 
 - ``make_round``: a ``Round`` from rewards and the collecting/reference log-probs.
 - ``objective_inputs``: the keyword tensors an objective of data kind chosen / pairs / groups
   takes, and the mask of examples that count.
+- ``round_loss``: the objective's loss of a round (or a micro-batch of its prompts), reduced:
+  the one place both worlds turn a round into a loss.
 - ``masked_mean``: the loss of a round (mean over prompts, or over valid pairs).
 - ``update_baseline``: the running mean of past rounds' rewards (REINFORCE/PPO baseline).
 - ``fold_kl``: r - β·(ℓ_old - ℓ_ref), a sampled-sequence KL penalty folded into the reward.
@@ -19,9 +21,13 @@ is vectorised; nothing here knows how a sample was drawn (an arm or a generated 
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from objectives import Objective
 
 MODES = ("on_policy", "offline", "hybrid")
 """Where each round's samples come from: the current policy, π_ref, or a per-prompt mixture."""
@@ -58,9 +64,11 @@ def build_pairs(rewards_PN: Tensor, threshold: float = 0.0) -> tuple[Tensor, Ten
 
 @dataclass
 class Round:
-    """One round's scored samples (each (..., P, N)) and pairs ((..., P, M)). ``old_logps`` are
-    log-probs under the policy that collected each sample (π_ref for offline samples);
-    ``ref_logps`` under π_ref."""
+    """One round of Algorithm 1, the one type both worlds use: scored samples (each (..., P, N))
+    and their pairs ((..., P, M)). ``old_logps`` are log-probs under the policy that collected
+    each sample (π_ref for offline samples); ``ref_logps`` under π_ref. ``samples_PN``: what was
+    sampled, when it is a tensor (the bandit's arms; a language model's token rows stay with its
+    collector); ``prompts_P``: which prompts of the pool (the bandit's context indices)."""
 
     rewards_PN: Tensor
     old_logps_PN: Tensor
@@ -68,15 +76,27 @@ class Round:
     winner_PM: Tensor
     loser_PM: Tensor
     valid_PM: Tensor
+    samples_PN: Tensor | None = None
+    prompts_P: Tensor | None = None
 
     @property
     def n_valid_pairs(self) -> Tensor:
         """Valid pairs per leading index (a 0-d tensor without leading axes)."""
         return self.valid_PM.flatten(-2).sum(-1)
 
-    def select(self, prompts: slice) -> Round:
-        """The round restricted to a slice of its prompts (a micro-batch)."""
-        return Round(*(getattr(self, f.name)[..., prompts, :] for f in fields(self)))
+    def subset(self, prompts: slice | Tensor) -> Round:
+        """The round restricted to some of its prompts: a slice (a micro-batch of consecutive
+        prompts), or indices (..., M) per leading row (a shuffled minibatch of M prompts)."""
+
+        def take(x: Tensor) -> Tensor:
+            if isinstance(prompts, slice):  # prompts_P has one axis fewer than the (P, N) ones
+                return x[..., prompts] if x.dim() < self.rewards_PN.dim() else x[..., prompts, :]
+            lead = prompts.dim()
+            idx = prompts.view(*prompts.shape, *[1] * (x.dim() - lead))
+            return x.gather(lead - 1, idx.expand(*prompts.shape, *x.shape[lead:]))
+
+        return Round(*(None if (x := getattr(self, f.name)) is None else take(x)
+                       for f in fields(self)))  # fmt: skip
 
 
 def make_round(
@@ -85,11 +105,13 @@ def make_round(
     ref_logps_PN: Tensor,
     offline_PN: Tensor,
     threshold: float,
+    samples_PN: Tensor | None = None,
+    prompts_P: Tensor | None = None,
 ) -> Round:
     """Build pairs from the rewards; ``old_logps`` take π_ref's log-prob on offline samples."""
     old = torch.where(offline_PN, ref_logps_PN, collect_logps_PN)
     winner, loser, valid = build_pairs(rewards_PN, threshold)
-    return Round(rewards_PN, old, ref_logps_PN, winner, loser, valid)
+    return Round(rewards_PN, old, ref_logps_PN, winner, loser, valid, samples_PN, prompts_P)
 
 
 def _pairs_flat(x_PN: Tensor, idx_PM: Tensor) -> Tensor:
@@ -161,6 +183,32 @@ def loss_sum(loss: Tensor, mask: Tensor | None, lead: int = 0) -> Tensor:
     """Sum of the per-example losses that count, over the axes after the first ``lead``."""
     loss_B = loss.flatten(lead)
     return loss_B.sum(-1) if mask is None else (loss_B * mask.flatten(lead)).sum(-1)
+
+
+def round_loss(
+    obj: Objective,
+    hp: dict,
+    logps_PN: Tensor,
+    rnd: Round,
+    baseline: Tensor | None = None,
+    *,
+    full_logps_PN: Tensor | None = None,
+    lead: int = 0,
+    denom: Tensor | None = None,
+) -> Tensor:
+    """The loss of a round (or of some of its prompts) under objective ``obj``: the one place
+    that turns a round into an objective's inputs (``objective_inputs``), calls it
+    (``Objective.loss``) and reduces it. ``logps_PN``: the current policy's log-probs of the
+    round's samples, in the objective's convention (ℓ or ℓ̄). Returns the mean over the
+    examples that count, per leading axis (``lead`` of them: the bandit's seed rows); with
+    ``denom`` (``loss_denominator`` of the whole round) the share of a micro-batch of prompts,
+    sum / denom, so the shares of a round's micro-batches add up to its mean."""
+    inputs, mask = objective_inputs(obj.data, logps_PN, rnd, baseline, full_logps_PN)
+    hint = " to this round's loss (a round builds chosen_full_logps, not mismatched pairs)"
+    loss = obj.fn(**obj.select_inputs(inputs, hp, hint), **hp)
+    if denom is None:
+        return masked_mean(loss, mask, lead)
+    return loss_sum(loss, mask, lead) / denom
 
 
 def fold_kl(rewards_PN: Tensor, old_logps_PN: Tensor, ref_logps_PN: Tensor, coef: float) -> Tensor:

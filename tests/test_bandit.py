@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from rounds import build_pairs, objective_inputs
 from toy.bandit import reference_probs, reward_vector
-from toy.data import build_pairs, make_round, objective_inputs, sample_arms
+from toy.data import round_of_arms, sample_arms
 from toy.metrics import METRIC_KEYS, Recorder
 
 
@@ -100,7 +101,7 @@ def test_recorder_metrics_equal_plain_loops():
     rec.mean_p, rec.mean_logp = rec.mean_p.double(), rec.mean_logp.double()
     rec.neg_entropy = rec.neg_entropy.double()
     arms = torch.randint(0, 100, (2, 3, 4), generator=g)
-    rnd = make_round(
+    rnd = round_of_arms(
         torch.zeros(2, 3, dtype=torch.long),
         arms,
         reward,
@@ -130,7 +131,7 @@ def test_recorder_metrics_equal_plain_loops():
         for p in range(3):
             for i in range(4):
                 for j in range(4):
-                    ri, rj = rnd.rewards_SPN[s, p, i], rnd.rewards_SPN[s, p, j]
+                    ri, rj = rnd.rewards_PN[s, p, i], rnd.rewards_PN[s, p, j]
                     if i < j and ri != rj:
                         wi, li = (i, j) if ri > rj else (j, i)
                         lw.append(batch[s, p, wi].item())
@@ -157,7 +158,7 @@ def test_objective_inputs_shapes_and_mask():
     )
     arms = torch.randint(0, 100, (2, 3, 4), generator=g)
     logp = torch.log_softmax(torch.randn(2, 3, 100, generator=g), -1)
-    rnd = make_round(
+    rnd = round_of_arms(
         torch.zeros(2, 3, dtype=torch.long),
         arms,
         reward,
@@ -169,6 +170,6 @@ def test_objective_inputs_shapes_and_mask():
     logps = logp.gather(-1, arms)
     pairs, mask = objective_inputs("pairs", logps, rnd, None)
     assert pairs["chosen_logps"].shape == (2, 18) and mask.shape == (2, 18)
-    assert torch.equal(rnd.old_logps_SPN, logps)  # collected on-policy
+    assert torch.equal(rnd.old_logps_PN, logps)  # collected on-policy
     groups, none = objective_inputs("groups", logps, rnd, torch.tensor([0.1, 0.2]))
     assert none is None and groups["baseline"].shape == (2, 1, 1)

@@ -20,7 +20,6 @@ import rounds
 from llm import onpolicy, tiny
 from llm.config import TrainConfig
 from llm.logps import PolicyLogps
-from llm.onpolicy import micro_batch_loss
 from llm.prompts import Prompt, prompt_texts, tokenize_prompts
 from llm.sampling import HFSampler, Samples, response_mask, scoring_batch
 from llm.train import main, run
@@ -110,7 +109,7 @@ def test_ppo_gradient_at_ratio_one_equals_reinforce(tiny_lm):
         logps_B, _ = policy(b["input_ids"], b["attention_mask"], b["loss_mask"])
         assert torch.equal(logps_B.detach(), old_B)  # ratio exactly 1
         denom = rounds.loss_denominator(obj.data, rnd)
-        micro_batch_loss(obj, {}, logps_B.view(3, 4), rnd, None, denom).backward()
+        rounds.round_loss(obj, {}, logps_B.view(3, 4), rnd, None, denom=denom).backward()
         grads[name] = [p.grad.clone() for p in lm.parameters()]
     assert sum(g.abs().sum() for g in grads["ppo"]) > 0
     for gp, gr in zip(grads["ppo"], grads["reinforce"]):
@@ -150,14 +149,14 @@ def test_orpo_nll_all_full_logps_in_rounds(tiny_lm):
     expected_full = full_B.view(2, 3)[prompt_of, winners]
     torch.testing.assert_close(inputs["chosen_full_logps"], expected_full)
     denom = rounds.loss_denominator(obj.data, rnd)
-    got = micro_batch_loss(obj, hp, means, rnd, None, denom, full_B.view(2, 3))
+    got = rounds.round_loss(obj, hp, means, rnd, full_logps_PN=full_B.view(2, 3), denom=denom)
     ref = objectives.orpo(
         inputs["chosen_logps"], inputs["rejected_logps"], chosen_full_logps=expected_full,
         lam=0.3, nll="all",
     )  # fmt: skip
     torch.testing.assert_close(got, ref.mean())
     with pytest.raises(UserError, match=r"needs \['chosen_full_logps'\], which were not given"):
-        micro_batch_loss(obj, hp, means, rnd, None, denom)
+        rounds.round_loss(obj, hp, means, rnd, denom=denom)
 
 
 def test_same_seed_same_samples_and_masks_hold_eos_never_padding(tiny_lm):

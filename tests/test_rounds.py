@@ -1,8 +1,8 @@
 """The shared half of Algorithm 1 (``rounds``): pairs against a plain loop, ties never pair, the
 mixing counts, the running baseline, and the bridge — the same (P, N) log-probs and rewards fed
-through the bandit's caller (``toy.data``, seed axis S = 1) and the LLM's caller
-(``llm.onpolicy.make_round`` + micro-batched ``micro_batch_loss``) give identical objective
-inputs and losses for every registry objective."""
+through the bandit's caller (``toy.data.round_of_arms`` and ``rounds.round_loss`` with a seed
+axis S = 1) and the LLM's caller (``llm.onpolicy.make_round`` and ``rounds.round_loss`` over
+micro-batches of prompts) give identical objective inputs and losses for every objective."""
 
 import itertools
 
@@ -14,10 +14,7 @@ import rounds
 from llm.collect import Collected
 from llm.config import TrainConfig
 from llm.onpolicy import make_round as llm_make_round
-from llm.onpolicy import micro_batch_loss
-from toy.data import make_round as toy_make_round
-from toy.data import objective_inputs as toy_objective_inputs
-from toy.data import reduce_per_seed
+from toy.data import round_of_arms
 
 P, N = 3, 4
 HP = {"dpo": {"beta": 0.7}, "ipo": {"tau": 0.3}, "kto": {"beta": 0.4}, "simpo": {"gamma": 0.2}}
@@ -73,16 +70,13 @@ def test_toy_and_llm_callers_give_identical_inputs_and_losses(name, offline):
     arms_SPN = torch.arange(P * N).view(1, P, N)
     collect_SPK = torch.full((1, P, P * N), -50.0)
     collect_SPK.scatter_(-1, arms_SPN, collect_PN[None])
-    rnd_toy = toy_make_round(
+    rnd_toy = round_of_arms(
         torch.zeros(1, P, dtype=torch.long), arms_SPN, rewards_PN.flatten(), collect_SPK,
         ref_PN.flatten(), offline_PN[None], 0.5,
     )  # fmt: skip
     base_S = None if baseline is None else baseline.view(1)
-    inputs_toy, mask_toy = toy_objective_inputs(obj.data, logps_PN[None], rnd_toy, base_S)
-    wanted = set(obj.inputs) | set(obj.optional_inputs)
-    loss_toy = reduce_per_seed(
-        obj.fn(**{k: inputs_toy[k] for k in wanted & inputs_toy.keys()}, **hp), mask_toy
-    )[0]
+    inputs_toy, mask_toy = rounds.objective_inputs(obj.data, logps_PN[None], rnd_toy, base_S)
+    loss_toy = rounds.round_loss(obj, hp, logps_PN[None], rnd_toy, base_S, lead=1)[0]
     # the LLM's caller, in two micro-batches of prompts
     cfg = TrainConfig(pair_threshold=0.5)
     rnd = llm_make_round(cfg, obj, _collected(rewards_PN, collect_PN, ref_PN, offline_PN))
@@ -95,5 +89,6 @@ def test_toy_and_llm_callers_give_identical_inputs_and_losses(name, offline):
     denom = rounds.loss_denominator(obj.data, rnd)
     # a loss that ranks over the batch (AOT) changes with the split: one micro-batch for it
     splits = (slice(0, P),) if obj.batch_coupled else (slice(0, 2), slice(2, 3))
-    parts = [micro_batch_loss(obj, hp, logps_PN[s], rnd.select(s), baseline, denom) for s in splits]
+    parts = [rounds.round_loss(obj, hp, logps_PN[s], rnd.subset(s), baseline, denom=denom)
+             for s in splits]  # fmt: skip
     torch.testing.assert_close(sum(parts), loss_toy, rtol=1e-6, atol=1e-6)

@@ -68,10 +68,10 @@ def test_offline_samples_come_from_reference():
     cfg = BanditConfig(mode="offline", **TINY)
     rec, _ = toy_train.train(cfg)
     for rnd in rec.rounds:
-        assert torch.equal(rnd.old_logps_SPN, rnd.ref_logps_SPN)
+        assert torch.equal(rnd.old_logps_PN, rnd.ref_logps_PN)
     rec, _ = toy_train.train(cfg.replace(mode="on_policy", lr=0.05))
-    assert not torch.equal(rec.rounds[-1].old_logps_SPN, rec.rounds[-1].ref_logps_SPN)
-    assert torch.equal(rec.rounds[0].old_logps_SPN, rec.rounds[0].ref_logps_SPN)  # round 0
+    assert not torch.equal(rec.rounds[-1].old_logps_PN, rec.rounds[-1].ref_logps_PN)
+    assert torch.equal(rec.rounds[0].old_logps_PN, rec.rounds[0].ref_logps_PN)  # round 0
 
 
 def test_initialisation_fits_reference():

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # pandas is imported where a table is built, not on the train
     import pandas as pd
 from torch import Tensor
 
-from toy.data import Round
+from rounds import Round
 
 METRIC_KEYS = (
     "reward/expected",  # mean over eval contexts of Σ_y π(y|x) r(y), exact
@@ -93,7 +93,7 @@ class Recorder:
         chunk = max(1, 4_000_000 // (s * p * m_pairs))
         per_round = [
             torch.stack([getattr(r, k) for r in self.rounds])
-            for k in ("winner_SPM", "loser_SPM", "valid_SPM", "ref_logps_SPN")
+            for k in ("winner_PM", "loser_PM", "valid_PM", "ref_logps_PN")
         ]
         parts = [self._pair_chunk(slice(i, i + chunk), *per_round) for i in range(0, rows, chunk)]
         out = [torch.cat(cols) for cols in zip(*parts)]

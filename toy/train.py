@@ -30,6 +30,7 @@ Reliability:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import queue
 import sys
@@ -48,12 +49,12 @@ from tqdm.auto import tqdm
 
 import objectives
 import rounds
-from objectives._checks import values_checked_once
+from objectives import values_checked_once
 from runio import NonFiniteError, cli_entry, deferred_validation
 from toy import runio as toy_runio
 from toy.bandit import CONTEXT_DIM, contexts, reference_probs, reward_vector
 from toy.config import PRESETS, BanditConfig, preset, validate
-from toy.data import Round, make_round, objective_inputs, reduce_per_seed, sample_arms
+from toy.data import round_of_arms, sample_arms
 from toy.metrics import Recorder
 from toy.optim import RowAdam
 from toy.policy import POLICIES, fit_to_reference, flatten_parameters, kl_to_reference
@@ -118,7 +119,9 @@ class _Problem:
         return torch.stack([torch.randperm(p, generator=g) for g in self.gens])
 
 
-def _collect(cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_logp_SPK) -> Round:
+def _collect(
+    cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_logp_SPK
+) -> rounds.Round:
     """Sample N responses per prompt: round 0 and offline samples from π_ref, others fresh."""
     s, p, n = len(prob.gens), cfg.prompts_per_round, cfg.samples_per_prompt
     n_off = rounds.offline_count(cfg.mode, n, rnd, cfg.offline_fraction)
@@ -134,7 +137,7 @@ def _collect(cfg: BanditConfig, prob: _Problem, rnd: int, prompts_SP, policy_log
             sample_arms(policy_logp_SPK.exp(), prob.uniforms(p, n)),
         )
     )
-    return make_round(
+    return round_of_arms(
         prompts_SP,
         arms,
         prob.reward_K,
@@ -174,9 +177,9 @@ def _make_policy(cfg: BanditConfig, prob: _Problem, rows: Rows) -> torch.nn.Modu
     return policy
 
 
-def _update_baseline(cfg: BanditConfig, baseline_S, rnd: Round, r: int):
+def _update_baseline(cfg: BanditConfig, baseline_S, rnd: rounds.Round, r: int):
     """Running mean of past rounds' rewards (the next round's baseline; ``rounds``)."""
-    return rounds.update_baseline(baseline_S, rnd.rewards_SPN, cfg.baseline_decay, first=r == 0)
+    return rounds.update_baseline(baseline_S, rnd.rewards_PN, cfg.baseline_decay, first=r == 0)
 
 
 def _check_finite(cfg: BanditConfig, rows: Rows, rec: Recorder, first: int, last: int) -> None:
@@ -362,7 +365,6 @@ def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Record
     rows = rows or Rows.of(cfg)
     obj = objectives.get(cfg.objective)
     hp = _row_hparams(obj, cfg.hparams(), rows, len(rows.seeds))
-    wanted = set(obj.inputs) | set(obj.optional_inputs)
     prob = _Problem(cfg, rows)
     s, p, n = len(rows.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
     m = cfg.minibatch_size or p
@@ -407,15 +409,14 @@ def train(cfg: BanditConfig, rows: Rows | None = None, bar=None) -> tuple[Record
                         )
                         logits, saved = train_forward(policy, ctx)
                         train_logp = torch.log_softmax(logits, -1)
-                        logps_SMN = train_logp.gather(-1, sub.arms_SPN)
-                        inputs, mask = objective_inputs(obj.data, logps_SMN, sub, baseline_S)
-                        args = {k: inputs[k] for k in wanted & inputs.keys()}
-                        if step % cfg.steps_in_round:  # checked at each round's first step
-                            with values_checked_once():
-                                loss = obj.fn(**args, **hp)
-                        else:
-                            loss = obj.fn(**args, **hp)
-                        loss_S = reduce_per_seed(loss, mask)
+                        logps_SMN = train_logp.gather(-1, sub.samples_PN)
+                        checks = (
+                            values_checked_once()
+                            if step % cfg.steps_in_round
+                            else (contextlib.nullcontext())
+                        )  # checked at each round's first step
+                        with checks:
+                            loss_S = rounds.round_loss(obj, hp, logps_SMN, sub, baseline_S, lead=1)
                         if cfg.kl_penalty:
                             kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
                             loss_S = loss_S + cfg.kl_penalty * kl_S
