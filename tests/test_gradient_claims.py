@@ -7,7 +7,7 @@ import torch
 
 from toy import displacement, kl_modes, mass, prob_space
 from toy.bandit import reference_probs
-from toy.gradients import _policy, main, steps_to_mass
+from toy.gradients import _policy, main, parse, run, steps_to_mass
 
 X_W, X_L = prob_space.triangle_grid(30, margin=0.01)
 
@@ -176,10 +176,10 @@ def test_steps_to_mass_tiny():
 
 
 def test_cli_point_and_field(tmp_path, capsys):
-    table = main(
-        ["point", "--objective", "dpo", "--x-w", "0.3", "--x-l", "0.1", "--hp", "beta=0.5"]
+    table = run(
+        parse(["point", "--objective", "dpo", "--x-w", "0.3", "--x-l", "0.1", "--hp", "beta=0.5"])
     )
     assert math.isclose(table.ratio.item(), 3.0)
     out = tmp_path / "f.csv"
-    main(["field", "--objective", "asft", "--grid", "5", "--out", str(out)])
+    assert main(["field", "--objective", "asft", "--grid", "5", "--out", str(out)]) == 0
     assert out.exists() and "ratio" in capsys.readouterr().out

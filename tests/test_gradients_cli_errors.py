@@ -1,7 +1,7 @@
 """``python -m toy.gradients`` refuses bad input with exit code 2 and one ``error:`` line on
 stderr (no traceback, no output file), before anything is computed; ``--debug`` shows the
 traceback. Subprocess cases import torch (~2 s each); more cases run in-process through
-``toy.gradients.cli``, which is what ``__main__`` calls."""
+``toy.gradients.main``, which is what ``__main__`` calls."""
 
 import os
 import subprocess
@@ -129,21 +129,23 @@ IN_PROCESS = {
 def test_cli_in_process(case, capsys, monkeypatch):
     monkeypatch.delenv("MODESEEK_DEBUG", raising=False)
     args, text = IN_PROCESS[case]
-    assert gradients.cli(args) == 2
+    assert gradients.main(args) == 2
     captured = capsys.readouterr()
     lines = captured.err.splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and text in lines[0], lines
     assert captured.out == ""
-    with pytest.raises(UserError):  # in-process callers of main get the exception
-        gradients.main(args)
+    with pytest.raises(UserError):  # in-process callers of parse get the exception
+        gradients.parse(args)
 
 
 def test_main_still_returns_the_table(tmp_path, capsys):
     out = tmp_path / "p.csv"
-    table = gradients.main(
-        ["point", "--objective", "asft", "--x-w", "0.3", "--x-l", "0.2", "--out", str(out)]
+    table = gradients.run(
+        gradients.parse(
+            ["point", "--objective", "asft", "--x-w", "0.3", "--x-l", "0.2", "--out", str(out)]
+        )
     )
     # ASFT's ratio λ x_w / ((1+λ)(1 - x_l)) at λ = 0.1: 0.03 / (1.1 · 0.8) = 0.0340909…
     assert abs(table.ratio.item() - 0.03 / 0.88) < 1e-12
     assert out.exists() and [p.name for p in tmp_path.iterdir()] == ["p.csv"]
-    assert gradients.cli(["point", "--objective", "sft", "--x-w", "0.5", "--x-l", "0.5"]) == 0
+    assert gradients.main(["point", "--objective", "sft", "--x-w", "0.5", "--x-l", "0.5"]) == 0

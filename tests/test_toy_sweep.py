@@ -75,10 +75,10 @@ def test_bad_grids_name_the_problem():
 
 def test_cli_writes_a_tidy_table(tmp_path, capsys):
     out = tmp_path / "sw"
-    toy_sweep.main(["--grid", "lr=1e-3,1e-2", "tau=0.05,0.1", "--seeds", "0", "1",
-                    "--set", "objective=ipo", "rounds=2", "steps_per_round=2",
-                    "prompts_per_round=4", "init_steps=2", "n_eval_contexts=5",
-                    "--out", str(out), "--no-progress"])  # fmt: skip
+    assert toy_sweep.main(["--grid", "lr=1e-3,1e-2", "tau=0.05,0.1", "--seeds", "0", "1",
+                           "--set", "objective=ipo", "rounds=2", "steps_per_round=2",
+                           "prompts_per_round=4", "init_steps=2", "n_eval_contexts=5",
+                           "--out", str(out), "--no-progress"]) == 0  # fmt: skip
     metrics = pd.read_csv(out / "metrics.csv")
     summary = pd.read_csv(out / "summary.csv")
     assert {"lr", "tau", "seed", "step", "reward/expected"} <= set(metrics.columns)

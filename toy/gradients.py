@@ -12,21 +12,25 @@ Each prints a table; ``--out FILE.csv`` also writes it (atomically; the figures 
 tables). Bad input (a point off the probability simplex, an unknown objective, a bad ``--hp``,
 an arm outside the bandit, ...) is reported as one ``error: ...`` line with exit code 2 before
 anything is computed; ``--debug`` shows the traceback instead.
+
+From Python: ``run(parse(["point", ...]))`` or ``run(PointConfig(...))`` returns the table
+(and writes ``out``); ``main(argv)`` is the command line (prints it, returns the exit code).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import pandas as pd
 import torch
 
 import objectives
-from runio import UserError, atomic_write, cli_entry
+from runio import UserError, atomic_write, cli_entry, deferred_validation, validation_deferred
 from toy import displacement, kl_modes, mass, prob_space
 from toy.bandit import N_ARMS, reference_probs
 from toy.config import parse_hparams, preset
@@ -119,16 +123,232 @@ def _policy(kind: str, seed: int = 0):
     return mass.flat_policy(module, ctx)
 
 
-def _mass_table(args) -> pd.DataFrame:
-    theta, logp_fn = _policy(args.policy)
+# ----------------------------------------------------------------------------------------------
+# The command line: one frozen config per sub-command (tyro sub-commands).
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandConfig:
+    """The options every sub-command takes."""
+
+    command: ClassVar[str] = ""
+
+    hp: tuple[str, ...] = ()
+    """Hyperparameters key=value of --objective (e.g. beta=0.1); others keep registry defaults."""
+    out: str | None = None
+    """Also write the table to this CSV file (atomically)."""
+
+    def __post_init__(self) -> None:
+        if not validation_deferred():
+            validate(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PointConfig(CommandConfig):
+    """Partials and push-down ratio at one (x_w, x_l)."""
+
+    command: ClassVar[str] = "point"
+
+    objective: str
+    """Registry name of the loss (an objective on pairs or on chosen responses)."""
+    x_w: float
+    """π(y_w): probability of the chosen response, in (0, 1)."""
+    x_l: float
+    """π(y_l): probability of the rejected response, in (0, 1); x_w + x_l ≤ 1."""
+    ref_w: float = 0.5
+    """π_ref(y_w), in (0, 1)."""
+    ref_l: float = 0.5
+    """π_ref(y_l), in (0, 1); ref_w + ref_l ≤ 1."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FieldConfig(CommandConfig):
+    """Descent field on the triangle x_w + x_l <= 1."""
+
+    command: ClassVar[str] = "field"
+
+    objective: str
+    """Registry name of the loss (an objective on pairs or on chosen responses)."""
+    grid: int = 25
+    """Grid points along each side of the triangle (at least 2)."""
+    ref_w: float = 0.5
+    """π_ref(y_w), in (0, 1)."""
+    ref_l: float = 0.5
+    """π_ref(y_l), in (0, 1); ref_w + ref_l ≤ 1."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MassConfig(CommandConfig):
+    """One-step mass accounting on a bandit policy."""
+
+    command: ClassVar[str] = "mass"
+
+    objective: tuple[str, ...] = ()
+    """Objectives to compare (with --hp applied to each); none: sft dpo ipo simpo asft orpo slic
+    at their bandit hyperparameters."""
+    policy: Literal["tabular", "mlp"] = "tabular"
+    """One logits vector, or paper A's context MLP (fitted to π_ref, seed 0)."""
+    chosen: tuple[int, ...] = (70,)
+    """Chosen arms, one per pair, in [0, 100)."""
+    rejected: tuple[int, ...] = (16,)
+    """Rejected arms, paired with --chosen (ignored by chosen-only objectives)."""
+    lr: float = 0.1
+    """Step size of the one gradient step."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LemmaConfig(CommandConfig):
+    """Lemma 6.2 with c2 > 0 vs c2 = 0."""
+
+    command: ClassVar[str] = "lemma"
+
+    c2: float = 1.0
+    """Weight of the negative (rejected) gradient; non-negative."""
+    lr: float = 0.1
+    """Step size of the one gradient step."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DisplacementConfig(CommandConfig):
+    """Likelihood displacement vs embedding similarity."""
+
+    command: ClassVar[str] = "displacement"
+
+
+@dataclass(frozen=True, kw_only=True)
+class KLConfig(CommandConfig):
+    """Forward vs reverse KL on the 4-category example."""
+
+    command: ClassVar[str] = "kl"
+
+
+@dataclass(frozen=True, kw_only=True)
+class StepsConfig(CommandConfig):
+    """Steps to 50% / 90% mass on the optimal arm (on-policy bandit, 1,500 steps)."""
+
+    command: ClassVar[str] = "steps"
+
+    objective: tuple[str, ...] = ()
+    """Objectives to run; none: every registry objective."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds (non-negative); the table averages over those that reach each threshold."""
+    reward: str = "R1"
+    """Bandit reward (toy.bandit.REWARDS)."""
+    tuned: str | None = None
+    """Each objective's tuned lr and hyperparameters, from this JSON of analysis.tune, instead
+    of the shared lr 1e-3 (--tuned alone: figures/data/tuned.json)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+COMMANDS: tuple[type[CommandConfig], ...] = (
+    PointConfig,
+    FieldConfig,
+    MassConfig,
+    LemmaConfig,
+    DisplacementConfig,
+    KLConfig,
+    StepsConfig,
+)
+GradientsConfig = (
+    PointConfig
+    | FieldConfig
+    | MassConfig
+    | LemmaConfig
+    | DisplacementConfig
+    | KLConfig
+    | StepsConfig
+)
+"""Any sub-command's config."""
+
+
+def _check_simplex(names: str, a: float, b: float) -> None:
+    """Both probabilities in (0, 1) and their sum at most 1 (the feasible triangle)."""
+    if not (0 < a < 1 and 0 < b < 1 and a + b <= 1 + 1e-12):
+        raise UserError(
+            f"{names} must be probabilities in (0, 1) with a sum of at most 1 "
+            f"(the probability simplex), got {a:g} and {b:g}"
+        )
+
+
+def _check_objectives(cfg, kinds: tuple[str, ...]) -> None:
+    """Known objectives (``objectives.get`` names the valid ones) of a data kind the command
+    handles, and ``--hp`` that parses and lies in range for each."""
+    names = cfg.objective if isinstance(cfg.objective, tuple) else (cfg.objective,)
+    for name in names:
+        obj = objectives.get(name)
+        if obj.data not in kinds:
+            raise UserError(
+                f"{cfg.command}: objective {name!r} consumes {obj.data!r} data; "
+                f"this command takes objectives on {' or '.join(repr(k) for k in kinds)}"
+            )
+        parse_hparams(name, cfg.hp)
+
+
+def _check_lr(lr: float) -> None:
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"--lr must be positive and finite, got {lr:g}")
+
+
+def validate(cfg: CommandConfig) -> None:
+    """Raise ``runio.UserError`` (one line) for any bad input, before anything is computed."""
+    cmd = cfg.command
+    if cfg.out is not None:
+        out = Path(cfg.out)
+        if out.is_dir():
+            raise UserError(f"--out {cfg.out}: is a directory; give a CSV file name")
+        if not out.resolve().parent.is_dir():
+            raise UserError(f"--out {cfg.out}: directory {out.parent} does not exist")
+    if cfg.hp and not hasattr(cfg, "objective"):
+        raise UserError(f"{cmd}: --hp is not used by this command")
+    if cfg.hp and isinstance(cfg, (MassConfig, StepsConfig)) and not cfg.objective:
+        raise UserError(f"{cmd}: --hp needs --objective (which objective's hyperparameters?)")
+    if isinstance(cfg, (PointConfig, FieldConfig)):
+        if isinstance(cfg, PointConfig):
+            _check_simplex("--x-w and --x-l", cfg.x_w, cfg.x_l)
+        elif cfg.grid < 2:
+            raise UserError(f"field: --grid must be at least 2, got {cfg.grid}")
+        _check_simplex("--ref-w and --ref-l", cfg.ref_w, cfg.ref_l)
+        _check_objectives(cfg, ("pairs", "chosen"))
+    elif isinstance(cfg, MassConfig):
+        for flag, arms in (("--chosen", cfg.chosen), ("--rejected", cfg.rejected)):
+            bad = [a for a in arms if not 0 <= a < N_ARMS]
+            if not arms:
+                raise UserError(f"mass: {flag} needs at least one arm")
+            if bad:
+                raise UserError(f"mass: {flag} arms must be in [0, {N_ARMS}), got {bad}")
+        if len(cfg.chosen) != len(cfg.rejected):
+            raise UserError(
+                f"mass: --chosen and --rejected must pair up, got {len(cfg.chosen)} and "
+                f"{len(cfg.rejected)} arms"
+            )
+        _check_lr(cfg.lr)
+        if cfg.objective:
+            _check_objectives(cfg, ("pairs", "chosen"))
+    elif isinstance(cfg, LemmaConfig):
+        _check_lr(cfg.lr)
+        if not (math.isfinite(cfg.c2) and cfg.c2 >= 0):
+            raise UserError(f"lemma: --c2 must be non-negative and finite, got {cfg.c2:g}")
+    elif isinstance(cfg, StepsConfig):
+        bad = [s for s in cfg.seeds if s < 0]
+        if not cfg.seeds:
+            raise UserError("steps: --seeds needs at least one seed")
+        if bad:
+            raise UserError(f"steps: --seeds must be non-negative integers, got {bad}")
+        if cfg.objective:
+            _check_objectives(cfg, ("pairs", "chosen", "groups"))
+
+
+def _mass_table(cfg: MassConfig) -> pd.DataFrame:
+    theta, logp_fn = _policy(cfg.policy)
     ref = reference_probs(dtype=torch.float32).log()
-    chosen, rejected = torch.tensor(args.chosen), torch.tensor(args.rejected)
+    chosen, rejected = torch.tensor(cfg.chosen), torch.tensor(cfg.rejected)
     rows = []
-    for name in args.objective or MASS_DEFAULT:
-        hp = parse_hparams(name, tuple(args.hp) if args.objective else BANDIT_HP.get(name, ()))
+    for name in cfg.objective or MASS_DEFAULT:
+        hp = parse_hparams(name, cfg.hp if cfg.objective else BANDIT_HP.get(name, ()))
         pairs = objectives.get(name).data == "pairs"
         acc = mass.one_step_mass(
-            name, theta, logp_fn, ref, args.lr, chosen, rejected if pairs else None, hp
+            name, theta, logp_fn, ref, cfg.lr, chosen, rejected if pairs else None, hp
         )
         top = acc.delta_p.topk(3).indices.tolist()
         rows.append(
@@ -143,7 +363,7 @@ def _mass_table(args) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _lemma_table(args) -> pd.DataFrame:
+def _lemma_table(cfg: LemmaConfig) -> pd.DataFrame:
     rows = []
     for kind in ("tabular", "mlp"):
         theta, logp_fn = _policy(kind)
@@ -153,172 +373,86 @@ def _lemma_table(args) -> pd.DataFrame:
         rows.append(
             {
                 "policy": kind,
-                **mass.lemma_6_2(theta, logp_fn, chosen, rejected, c1=1.0, c2=args.c2, lr=args.lr),
+                **mass.lemma_6_2(theta, logp_fn, chosen, rejected, c1=1.0, c2=cfg.c2, lr=cfg.lr),
             }
         )
     return pd.DataFrame(rows)
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m toy.gradients",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    point = sub.add_parser("point", help="partials and push-down ratio at one (x_w, x_l)")
-    point.add_argument("--x-w", type=float, required=True)
-    point.add_argument("--x-l", type=float, required=True)
-    field = sub.add_parser("field", help="descent field on the triangle x_w + x_l <= 1")
-    field.add_argument("--grid", type=int, default=25)
-    for p in (point, field):
-        p.add_argument("--objective", required=True)
-        p.add_argument("--ref-w", type=float, default=0.5)
-        p.add_argument("--ref-l", type=float, default=0.5)
-    m = sub.add_parser("mass", help="one-step mass accounting on a bandit policy")
-    m.add_argument("--objective", nargs="*", default=None)
-    m.add_argument("--policy", choices=("tabular", "mlp"), default="tabular")
-    m.add_argument("--chosen", type=int, nargs="+", default=[70])
-    m.add_argument("--rejected", type=int, nargs="+", default=[16])
-    m.add_argument("--lr", type=float, default=0.1)
-    lemma = sub.add_parser("lemma", help="Lemma 6.2 with c2 > 0 vs c2 = 0")
-    lemma.add_argument("--c2", type=float, default=1.0)
-    lemma.add_argument("--lr", type=float, default=0.1)
-    sub.add_parser("displacement", help="likelihood displacement vs embedding similarity")
-    sub.add_parser("kl", help="forward vs reverse KL on the 4-category example")
-    steps = sub.add_parser("steps", help="steps to 50%% / 90%% mass on the optimal arm")
-    steps.add_argument("--objective", nargs="*", default=None)
-    steps.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    steps.add_argument("--reward", default="R1")
-    steps.add_argument("--tuned", nargs="?", const=TUNED_JSON, default=None, metavar="JSON",
-                       help="each objective's tuned lr and hyperparameters (analysis.tune; "
-                       f"default file {TUNED_JSON}) instead of the shared lr 1e-3")  # fmt: skip
-    steps.add_argument("--no-progress", action="store_true")
-    for p in sub.choices.values():
-        p.add_argument("--hp", nargs="*", default=[], help="objective hyperparameters k=v")
-        p.add_argument("--out", default=None, help="also write the table to this CSV file")
-        p.add_argument("--debug", action="store_true", help="tracebacks for input errors")
-    return parser
-
-
-def _check_simplex(names: str, a: float, b: float) -> None:
-    """Both probabilities in (0, 1) and their sum at most 1 (the feasible triangle)."""
-    if not (0 < a < 1 and 0 < b < 1 and a + b <= 1 + 1e-12):
-        raise UserError(
-            f"{names} must be probabilities in (0, 1) with a sum of at most 1 "
-            f"(the probability simplex), got {a:g} and {b:g}"
+def _table(cfg: CommandConfig) -> pd.DataFrame:
+    if isinstance(cfg, (PointConfig, FieldConfig)):
+        hp = parse_hparams(cfg.objective, cfg.hp)
+        if isinstance(cfg, PointConfig):
+            row = prob_space.point_table(
+                cfg.objective, cfg.x_w, cfg.x_l, cfg.ref_w, cfg.ref_l, **hp
+            )
+            return pd.DataFrame([row])
+        x_w, x_l = prob_space.triangle_grid(cfg.grid)
+        return prob_space.descent_field(cfg.objective, x_w, x_l, cfg.ref_w, cfg.ref_l, **hp)
+    if isinstance(cfg, MassConfig):
+        return _mass_table(cfg)
+    if isinstance(cfg, LemmaConfig):
+        return _lemma_table(cfg)
+    if isinstance(cfg, DisplacementConfig):
+        return displacement.displacement_table()
+    if isinstance(cfg, KLConfig):
+        return kl_modes.annotation_table()
+    if isinstance(cfg, StepsConfig):
+        return steps_to_mass(
+            cfg.objective or sorted(objectives.OBJECTIVES),
+            reward=cfg.reward,
+            seeds=cfg.seeds,
+            hp=cfg.hp,
+            tuned=load_tuned(cfg.tuned) if cfg.tuned else None,
+            progress=cfg.progress,
         )
+    raise TypeError(f"not a toy.gradients config: {cfg!r}")
 
 
-def _check_objectives(args, kinds: tuple[str, ...]) -> None:
-    """Known objectives (``objectives.get`` names the valid ones) of a data kind the command
-    handles, and ``--hp`` that parses and lies in range for each."""
-    names = args.objective if isinstance(args.objective, list) else [args.objective]
-    for name in names:
-        obj = objectives.get(name)
-        if obj.data not in kinds:
-            raise UserError(
-                f"{args.command}: objective {name!r} consumes {obj.data!r} data; "
-                f"this command takes objectives on {' or '.join(repr(k) for k in kinds)}"
-            )
-        parse_hparams(name, tuple(args.hp))
-
-
-def _check_lr(lr: float) -> None:
-    if not (math.isfinite(lr) and lr > 0):
-        raise UserError(f"--lr must be positive and finite, got {lr:g}")
-
-
-def check_args(args) -> None:
-    """Raise ``runio.UserError`` (one line) for any bad input, before anything is computed."""
-    cmd = args.command
-    if args.out is not None:
-        out = Path(args.out)
-        if out.is_dir():
-            raise UserError(f"--out {args.out}: is a directory; give a CSV file name")
-        if not out.resolve().parent.is_dir():
-            raise UserError(f"--out {args.out}: directory {out.parent} does not exist")
-    if args.hp and cmd in ("lemma", "displacement", "kl"):
-        raise UserError(f"{cmd}: --hp is not used by this command")
-    if args.hp and cmd in ("mass", "steps") and not args.objective:
-        raise UserError(f"{cmd}: --hp needs --objective (which objective's hyperparameters?)")
-    if cmd in ("point", "field"):
-        if cmd == "point":
-            _check_simplex("--x-w and --x-l", args.x_w, args.x_l)
-        elif args.grid < 2:
-            raise UserError(f"field: --grid must be at least 2, got {args.grid}")
-        _check_simplex("--ref-w and --ref-l", args.ref_w, args.ref_l)
-        _check_objectives(args, ("pairs", "chosen"))
-    elif cmd == "mass":
-        for flag, arms in (("--chosen", args.chosen), ("--rejected", args.rejected)):
-            bad = [a for a in arms if not 0 <= a < N_ARMS]
-            if bad:
-                raise UserError(f"mass: {flag} arms must be in [0, {N_ARMS}), got {bad}")
-        if len(args.chosen) != len(args.rejected):
-            raise UserError(
-                f"mass: --chosen and --rejected must pair up, got {len(args.chosen)} and "
-                f"{len(args.rejected)} arms"
-            )
-        _check_lr(args.lr)
-        if args.objective:
-            _check_objectives(args, ("pairs", "chosen"))
-    elif cmd == "lemma":
-        _check_lr(args.lr)
-        if not (math.isfinite(args.c2) and args.c2 >= 0):
-            raise UserError(f"lemma: --c2 must be non-negative and finite, got {args.c2:g}")
-    elif cmd == "steps":
-        bad = [s for s in args.seeds if s < 0]
-        if bad:
-            raise UserError(f"steps: --seeds must be non-negative integers, got {bad}")
-        if args.objective:
-            _check_objectives(args, ("pairs", "chosen", "groups"))
-
-
-def main(argv: list[str] | None = None) -> pd.DataFrame:
-    """Parse ``argv``, check it, compute and print the table (and write ``--out``); returns the
-    table. Bad input raises ``runio.UserError``; ``cli`` turns that into one line and exit 2."""
-    args = _parser().parse_args(argv)
-    check_args(args)
-    table = _dispatch(args)
-    with pd.option_context("display.width", 200, "display.max_columns", 40):
-        print(table.to_string(index=False))
-    if args.out:
-        atomic_write(Path(args.out), lambda tmp: table.to_csv(tmp, index=False))
+def run(cfg: GradientsConfig) -> pd.DataFrame:
+    """Compute the sub-command's table (and write it to ``cfg.out``); returns it."""
+    table = _table(cfg)
+    if cfg.out:
+        atomic_write(Path(cfg.out), lambda tmp: table.to_csv(tmp, index=False))
     return table
 
 
-def cli(argv: list[str] | None = None) -> int:
-    """The command line's exit code under the error contract (``runio.cli_entry``)."""
-    return cli_entry(main, argv)
+def _bare_tuned(argv: list[str]) -> list[str]:
+    """``--tuned`` without a value (last, or before another flag) → ``--tuned TUNED_JSON``."""
+    out = []
+    for i, arg in enumerate(argv):
+        out.append(arg)
+        if arg == "--tuned" and (i + 1 == len(argv) or argv[i + 1].startswith("--")):
+            out.append(str(TUNED_JSON))
+    return out
 
 
-def _dispatch(args) -> pd.DataFrame:
-    if args.command in ("point", "field"):
-        hp = parse_hparams(args.objective, tuple(args.hp))
-        if args.command == "point":
-            row = prob_space.point_table(
-                args.objective, args.x_w, args.x_l, args.ref_w, args.ref_l, **hp
-            )
-            return pd.DataFrame([row])
-        x_w, x_l = prob_space.triangle_grid(args.grid)
-        return prob_space.descent_field(args.objective, x_w, x_l, args.ref_w, args.ref_l, **hp)
-    if args.command == "mass":
-        return _mass_table(args)
-    if args.command == "lemma":
-        return _lemma_table(args)
-    if args.command == "displacement":
-        return displacement.displacement_table()
-    if args.command == "kl":
-        return kl_modes.annotation_table()
-    return steps_to_mass(
-        args.objective or sorted(objectives.OBJECTIVES),
-        reward=args.reward,
-        seeds=tuple(args.seeds),
-        hp=tuple(args.hp),
-        tuned=load_tuned(args.tuned) if args.tuned else None,
-        progress=not args.no_progress,
-    )
+def parse(argv: list[str]) -> GradientsConfig:
+    """The command line → a validated sub-command config (``runio.UserError`` naming the flag)."""
+    import tyro
+
+    with deferred_validation():  # validated below: one error line, not tyro's panel
+        cfg = tyro.extras.subcommand_cli_from_dict(
+            {c.command: c for c in COMMANDS},
+            prog="python -m toy.gradients",
+            description=__doc__,
+            args=_bare_tuned(list(argv)),
+        )
+    validate(cfg)
+    return cfg
+
+
+def _main(argv: list[str]) -> None:
+    table = run(parse(argv))
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
+        print(table.to_string(index=False))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (``python -m toy.gradients``, ``modeseek-gradients``): prints the table
+    and returns the exit code under the error contract (``runio.cli_entry``)."""
+    return cli_entry(_main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    sys.exit(main())

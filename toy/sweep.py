@@ -21,26 +21,40 @@ Outputs in ``--out`` (written atomically, so a killed sweep leaves no half-writt
   ``mass/optimal`` reaches 0.5 and 0.9 (NaN if never);
 - ``sweep.json``: the base config, the grid, the batches, versions and the git commit.
 
-From Python: ``toy.sweep.sweep(base, grid, seeds)`` returns the (metrics, summary) frames.
+From Python: ``sweep(base, grid, seeds)`` returns (metrics, summary, batches); ``run(cfg)`` runs
+a ``SweepConfig`` (e.g. ``parse(argv)``), writes ``out`` and returns a ``SweepResult``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import itertools
 import json
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 import objectives
-from runio import UserError, atomic_write, cli_entry, deferred_validation, git_sha, versions
-from toy.config import PRESETS, BanditConfig, preset, validate
+from runio import (
+    UserError,
+    atomic_write,
+    cli_entry,
+    deferred_validation,
+    git_sha,
+    validation_deferred,
+    versions,
+)
+from toy.config import PRESETS, BanditConfig, preset
+from toy.config import validate as validate_bandit
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _FIELDS = {f.name: f for f in dataclasses.fields(BanditConfig)}
 _NOT_GRID = {"seeds", "hp", "name", "out_dir", "progress", "resume", "overwrite"}
@@ -80,6 +94,8 @@ def _parse_value(key: str, raw: str, hp_names: set[str]) -> object:
 def parse_grid(specs: Sequence[str], base: BanditConfig) -> dict[str, list[object]]:
     """``["lr=1e-3,3e-3", "beta=0.1,0.3"]`` → {"lr": [0.001, 0.003], "beta": ["0.1", "0.3"]}."""
     grid: dict[str, list[str]] = {}
+    if not specs:
+        raise UserError("--grid: expected key=v1,v2,... (one or more)")
     for spec in specs:
         key, sep, values = spec.partition("=")
         key = key.strip().replace("-", "_")
@@ -114,7 +130,7 @@ def expand(base: BanditConfig, grid: Mapping[str, Sequence[object]], seeds: Sequ
             with deferred_validation():
                 cfg = base.replace(**fields, hp=hp_strings, seeds=tuple(seeds), out_dir="",
                                    progress=False, name=None)  # fmt: skip
-            validate(cfg)
+            validate_bandit(cfg)
         except UserError as e:
             raise UserError(f"grid point {dict(values)}: {e}") from None
         points.append(Point(values, cfg))
@@ -257,64 +273,90 @@ def run_points(points: Sequence[Point], seeds: Sequence[int], progress: bool = T
     return metrics, groups
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--preset", default=None, help=f"base config: one of {', '.join(PRESETS)}")
-    p.add_argument("--grid", nargs="+", required=True, metavar="KEY=V1,V2,...")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                   help="override base-config fields (e.g. reward=R2 rounds=50)")  # fmt: skip
-    p.add_argument("--hp", nargs="*", default=[], help="fixed objective hyperparameters")
-    p.add_argument("--eval-every", type=int, default=None, help="see BanditConfig.eval_every")
-    p.add_argument("--out", default=None, help="output directory (default: print the summary)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
+@dataclass(frozen=True, kw_only=True)
+class SweepConfig:
+    """A sweep from the command line: a base config, a grid over it, and seeds."""
+
+    preset: str | None = None
+    """Base config: one of toy.config.PRESETS (listed below); none: BanditConfig's defaults."""
+    set: tuple[str, ...] = ()
+    """Base-config fields to override, FIELD=VALUE (e.g. reward=R2 rounds=50)."""
+    hp: tuple[str, ...] = ()
+    """Fixed objective hyperparameters, key=value (the base config's hp)."""
+    eval_every: int | None = None
+    """The base config's eval_every (see BanditConfig.eval_every); none: the preset's."""
+    grid: tuple[str, ...]
+    """KEY=V1,V2,... per swept key: BanditConfig fields or the objective's hyperparameters."""
+    seeds: tuple[int, ...] = (0,)
+    """Seeds every grid point runs with (non-negative, no repeats)."""
+    out: str | None = None
+    """Directory to write metrics.csv, summary.csv and sweep.json to; none: print only."""
+    progress: bool = True
+    """Show one progress bar over the whole sweep."""
+
+    def __post_init__(self) -> None:
+        if not validation_deferred():
+            validate(self)
 
 
-def _base(args) -> BanditConfig:
-    base = preset(args.preset) if args.preset else BanditConfig()
+@dataclass(frozen=True)
+class SweepResult:
+    """What ``run`` returns: the metrics and summary tables (as in the CSV files), the grid
+    points of each batch in the order they ran, the parsed grid, and the sweep's wall time."""
+
+    metrics: pd.DataFrame
+    summary: pd.DataFrame
+    batches: list[list[Point]]
+    grid: dict[str, list[object]]
+    seconds: float
+
+
+def base_config(cfg: SweepConfig) -> BanditConfig:
+    """The validated base config: the preset with --set, --hp and --eval-every applied."""
+    base = preset(cfg.preset) if cfg.preset else BanditConfig()
     changes: dict[str, object] = {}
-    for spec in args.set:
+    for spec in cfg.set:
         key, sep, raw = spec.partition("=")
         key = key.strip().replace("-", "_")
         if not sep or key not in _FIELDS or key in _NOT_GRID:
             raise UserError(f"--set {spec!r}: expected FIELD=VALUE with a BanditConfig field")
         changes[key] = _parse_value(key, raw.strip(), set())
-    if args.hp:
-        changes["hp"] = tuple(args.hp)
-    if args.eval_every is not None:
-        changes["eval_every"] = args.eval_every
+    if cfg.hp:
+        changes["hp"] = cfg.hp
+    if cfg.eval_every is not None:
+        changes["eval_every"] = cfg.eval_every
     with deferred_validation():
         base = base.replace(**changes)
-    validate(base)
+    validate_bandit(base)
     return base
 
 
-def main(argv: list[str] | None = None):
-    args = _parser().parse_args(argv)
-    base = _base(args)
-    grid = parse_grid(args.grid, base)
-    if any(s < 0 for s in args.seeds) or len(set(args.seeds)) != len(args.seeds):
-        raise UserError("--seeds: non-negative integers without repeats")
+def validate(cfg: SweepConfig) -> None:
+    """Raise ``runio.UserError`` (one line, naming the flag) for a bad base config, grid or
+    seeds, or a grid point whose config is invalid, before anything runs."""
+    base = base_config(cfg)
+    grid = parse_grid(cfg.grid, base)
+    if not cfg.seeds or any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
+        raise UserError("--seeds: one or more non-negative integers without repeats")
+    expand(base, grid, cfg.seeds)
+
+
+def run(cfg: SweepConfig) -> SweepResult:
+    """Run the sweep and, with ``cfg.out``, write its three files (see module doc)."""
+    base = base_config(cfg)
+    grid = parse_grid(cfg.grid, base)
     start = time.perf_counter()
-    metrics, summary, groups = sweep(base, grid, args.seeds, progress=not args.no_progress)
+    metrics, summary, groups = sweep(base, grid, cfg.seeds, progress=cfg.progress)
     seconds = time.perf_counter() - start
-    keys = list(grid)
-    table = summary.groupby(keys, sort=False)[["reward/expected", "steps_to_0.9"]].agg(
-        ["mean", "std"]
-    )
-    print(table.to_string(float_format=lambda x: f"{x:.3f}"))
-    print(f"{len(summary)} runs in {len(groups)} batch(es), {seconds:.1f}s")
-    if args.out:
-        out = Path(args.out)
+    if cfg.out:
+        out = Path(cfg.out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
         atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
         info = {
             "base": dataclasses.asdict(base),
             "grid": {k: list(map(str, v)) for k, v in grid.items()},
-            "seeds": list(args.seeds),
+            "seeds": list(cfg.seeds),
             "batches": [[dict(p.values) for p in g] for g in groups],
             "seconds": round(seconds, 2),
             "versions": versions(),
@@ -322,9 +364,37 @@ def main(argv: list[str] | None = None):
         }
         text = json.dumps(info, indent=1, default=str)
         atomic_write(out / "sweep.json", lambda tmp: tmp.write_text(text))
-        print(f"wrote {out}/metrics.csv, summary.csv, sweep.json")
-    return metrics, summary
+    return SweepResult(metrics, summary, groups, grid, seconds)
+
+
+def parse(argv: list[str]) -> SweepConfig:
+    """The command line → a validated ``SweepConfig`` (``runio.UserError`` naming the flag)."""
+    import tyro
+
+    description = f"{__doc__}\nPresets (--preset NAME): {', '.join(sorted(PRESETS))}."
+    with deferred_validation():  # validated below: one error line, not tyro's panel
+        cfg = tyro.cli(SweepConfig, args=list(argv), prog="python -m toy.sweep",
+                       description=description)  # fmt: skip
+    validate(cfg)
+    return cfg
+
+
+def _main(argv: list[str]) -> None:
+    cfg = parse(argv)
+    result = run(cfg)
+    table = result.summary.groupby(list(result.grid), sort=False)
+    table = table[["reward/expected", "steps_to_0.9"]].agg(["mean", "std"])
+    print(table.to_string(float_format=lambda x: f"{x:.3f}"))
+    print(f"{len(result.summary)} runs in {len(result.batches)} batch(es), {result.seconds:.1f}s")
+    if cfg.out:
+        print(f"wrote {cfg.out}/metrics.csv, summary.csv, sweep.json")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The command line (``python -m toy.sweep``): prints the summary and returns the exit code
+    under the error contract (``runio.cli_entry``)."""
+    return cli_entry(_main, argv)
 
 
 if __name__ == "__main__":
-    sys.exit(cli_entry(main))
+    sys.exit(main())
