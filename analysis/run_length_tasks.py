@@ -10,7 +10,7 @@ Per (task, seed): π_ref (``experiments.length_ref``) samples N responses for ea
 training prompts: that is the offline preference data (``experiments.length_tasks``, ranked by
 the task reward, written to runs/length_tasks/<task>_s<seed>.jsonl), exactly the R·P·N samples
 an on-policy run draws over its R rounds. Every method then runs Algorithm 1
-(``llm.onpolicy.run``) for R rounds of P prompts × N samples and T steps each, at one learning
+(``llm.train.run``) for R rounds of P prompts × N samples and T steps each, at one learning
 rate: on-policy methods sample the current policy, offline ones read the stored data
 (``DatasetSampler``). After every round the policy's own samples on held-out prompts give
 ``eval_length`` and ``eval_reward``; the round before any update (step 0) is π_ref's.
@@ -141,7 +141,7 @@ def run_method(
 ) -> tuple[list, list]:  # fmt: skip
     """One method's run: its per-round rows and its final length histogram."""
     from llm.config import TrainConfig
-    from llm.onpolicy import run
+    from llm.train import run
 
     objective, mode, _ = METHODS[key]
     cfg = TrainConfig(

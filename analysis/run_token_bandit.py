@@ -2,7 +2,7 @@
 
 For each reward (R1, R2), seed and objective (BoN, DPO β 0.1, IPO τ 0.05, REINFORCE, ASFT λ 0.1):
 
-- on-policy: ``llm.onpolicy.run`` with ``--mode on_policy``, 10 prompts × 10 samples per round,
+- on-policy: ``llm.train.run`` with ``--mode on_policy``, 10 prompts × 10 samples per round,
   T = 15 steps per round, 30 rounds (450 steps, 3,000 reward queries);
 - offline: ``--mode offline`` on one fixed dataset of 10 prompts × 10 π_ref samples
   (``experiments.token_bandit.FixedSampler``; every round takes all 10 prompts of
@@ -87,8 +87,8 @@ def train_config(ref: Path, b: Budget, reward: str, mode: str, objective: str, s
 
 def one_run(ref: Path, b: Budget, reward: str, mode: str, objective: str, seed: int, out):
     """The run's rows: step, queries, the exact metrics and the harness's batch metrics."""
-    from llm.onpolicy import run
     from llm.sampling import HFSampler
+    from llm.train import run
 
     cfg = train_config(ref, b, reward, mode, objective, seed, out)
     held = tb.load_prompt_ids(ref / "heldout.jsonl")

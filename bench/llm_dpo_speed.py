@@ -28,10 +28,10 @@ import torch
 from llm.config import TrainConfig
 from llm.data import collate, read_rows, tokenize_rows
 from llm.logps import PolicyLogps
+from llm.pairs import corpus_texts
 from llm.reference import LiveReference, PrecomputedReference, compute_table
 from llm.step import train_step
 from llm.tiny import build_tokenizer
-from llm.train import corpus_texts
 
 DATA = "data/shakespeare_prefs/train.jsonl"
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 from llm.config import TrainConfig
-from llm.onpolicy import run
 from llm.prompts import prompt_texts, tokenize_prompts
 from llm.sampling import HFSampler
 from llm.tiny import build_tokenizer
+from llm.train import run
 
 PROMPTS = "data/shakespeare_prompts/train.jsonl"
 

@@ -6,7 +6,7 @@ vocabulary exactly the 100 arms) fitted on CPU so that every next-token distribu
 prefix, matches the toy's π_ref (``toy.bandit.reference_probs``). The reward of a response is the
 mean over its 9 tokens of the toy's R1 or R2 (``reward_r1`` / ``reward_r2``, ``module:function``
 rewards of ``llm.rewards``). Training uses the harness unchanged: standard shifted log-probs
-(``llm.logps``), the registry objectives, ``llm.onpolicy.run``.
+(``llm.logps``), the registry objectives, ``llm.train.run``.
 
 Choices (ours):
 - The model's output vocabulary is the 100 arms and nothing else, so every log-prob and every

@@ -32,7 +32,6 @@ generations.jsonl (``generations_per_round`` samples per round), checkpoints/, f
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 import time
@@ -45,10 +44,9 @@ from tqdm.auto import tqdm
 
 import objectives
 import rounds
-from llm import models, runs
+from llm import runs, setup
 from llm.collect import Collected, collect, draw_prompts, evaluate_policy
 from llm.config import TrainConfig
-from llm.logps import PolicyLogps
 from llm.prompts import Prompt, load_prompts
 from llm.rewards import build_reward
 from llm.round_log import (
@@ -59,7 +57,7 @@ from llm.round_log import (
     truncate_generations,
 )
 from llm.sampling import HFSampler, Sampler, eos_ids
-from runio import NonFiniteError, UserError, git_sha, tracking, versions
+from runio import NonFiniteError, RunResult, UserError, tracking
 
 
 @dataclass
@@ -82,67 +80,28 @@ class RoundsSession:
     baseline: torch.Tensor | None
 
 
-def _reference(cfg: TrainConfig, acc, policy, ref_model):
-    """(ref_logps(batch) -> (sums, counts), context manager yielding the reference LM)."""
-    if ref_model is not None:  # a frozen copy
-        module = PolicyLogps(ref_model, cfg.logps_chunk, cfg.logps_checkpoint_mb).to(acc.device)
-        module.eval()
-        kw, lm = {}, lambda: contextlib.nullcontext(module.model)
-    else:  # LoRA: the policy's base model with its adapters disabled
-        module, kw = acc.unwrap_model(policy), {"disable_adapter": True}
-
-        @contextlib.contextmanager
-        def lm():
-            with module.model.disable_adapter():
-                yield module.model
-
-    def logps(b):
-        b = {k: v.to(acc.device) for k, v in b.items()}
-        with acc.autocast():
-            return module(b["input_ids"], b["attention_mask"], b["loss_mask"], **kw)
-
-    return logps, lm
-
-
 def _setup(cfg: TrainConfig, sampler: Sampler | None = None) -> RoundsSession:
     from accelerate.utils import set_seed
-    from transformers import get_scheduler
-
-    from llm.train import _accelerator, _prepare_model
 
     obj, hp = objectives.get(cfg.objective), cfg.hparams()
-    acc = _accelerator(cfg)
+    acc = setup.accelerator(cfg)
     if acc.num_processes > 1:
         raise UserError(f"--mode {cfg.mode} runs in one process for now (got {acc.num_processes})")
     set_seed(cfg.seed)
     tokenizer, prompts, report = load_prompts(cfg)
     reward_fn = build_reward(cfg.reward, cfg.reward_args, cfg.reward_batch_size, acc.device)
-    run_dir = Path(cfg.out_dir).expanduser() / cfg.run_name()
+    run_dir = setup.run_dir_of(cfg)
     resuming = runs.claim(cfg, run_dir, acc)
-    model = models.load_model(
-        cfg.model, tokenizer, seed=cfg.seed, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir
-    )
-    ref_mode = "adapter" if cfg.lora and cfg.ref in ("auto", "adapter") else "copy"
-    model, ref_model, _ = _prepare_model(cfg, model, ref_mode)
-    policy = PolicyLogps(model, cfg.logps_chunk, cfg.logps_checkpoint_mb)
-    params = [p for p in policy.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ref_mode = setup.reference_mode(cfg, obj)
     total = cfg.rounds * cfg.steps_per_round
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, cfg.warmup_steps, total)
-    policy, optimizer = acc.prepare(policy, optimizer)
-    ref_logps, reference_lm = _reference(cfg, acc, policy, ref_model)
-    eos = eos_ids(tokenizer, model)
+    policy, optimizer, scheduler, ref_model, _ = setup.build_trainable(
+        cfg, acc, tokenizer, ref_mode, total
+    )
+    ref_logps, reference_lm = setup.reference_logps(cfg, acc, policy, ref_model)
+    eos = eos_ids(tokenizer, acc.unwrap_model(policy).model)
     sampler = sampler or HFSampler(tokenizer.pad_token_id, eos, cfg.max_new_tokens,
                                    cfg.temperature, cfg.top_k, cfg.top_p)  # fmt: skip
-    meta = {
-        "config": {**vars(cfg), "resolved_hparams": cfg.resolved_hparams()},
-        "run_name": cfg.run_name(),
-        "reference": ref_mode,
-        "data": {"prompts": report},
-        "total_steps": total,
-        "versions": versions("transformers", "accelerate", "peft", "tokenizers"),
-        "git_sha": git_sha(),
-    }
+    meta = setup.run_meta(cfg, ref_mode, total, data={"prompts": report})
     start = runs.start_run(cfg, run_dir, meta, acc, scheduler, resuming)
     baseline = None
     if cfg.baseline == "running" and "baseline" in obj.optional_inputs:
@@ -187,7 +146,7 @@ def _collect_round(ses: RoundsSession, r: int) -> Collected:
     )  # fmt: skip
 
 
-def make_round(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> rounds.Round:
+def round_of_samples(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> rounds.Round:
     """The ``rounds.Round`` of collected data, in the objective's log-prob convention (ℓ or ℓ̄),
     with the KL penalty (on summed log-probs) folded into the rewards."""
     mean = obj.uses_mean_logps(cfg.hparams())
@@ -268,7 +227,7 @@ def _evaluate(ses: RoundsSession, r: int) -> dict[str, float]:
 def train_round(ses: RoundsSession, r: int) -> dict:
     """Collect round r, take its T steps, update the baseline; returns its metrics record."""
     col = _collect_round(ses, r)
-    rnd = make_round(ses.cfg, ses.obj, col)
+    rnd = round_of_samples(ses.cfg, ses.obj, col)
     t0, losses, norms = time.perf_counter(), [], []
     lr = ses.scheduler.get_last_lr()[0]
     for t in range(ses.cfg.steps_per_round):
@@ -293,31 +252,26 @@ def train_round(ses: RoundsSession, r: int) -> dict:
 def run(
     cfg: TrainConfig,
     on_round: Callable[[int, dict], None] | None = None,
+    *,
     sampler: Sampler | None = None,
     extra_metrics: Callable[[torch.nn.Module, int], dict] | None = None,
-) -> dict:
-    """Train as configured; returns the last round's record and ``run_dir``. ``on_round(r,
-    record)`` is called after every round (after its checkpoint); ``sampler`` replaces the
-    default ``transformers`` one (``llm.sampling.Sampler``); ``extra_metrics(lm, r)`` (the
-    unwrapped causal LM after round r's updates) returns keys added to round r's record before it
-    is written (e.g. a task's exact metrics)."""
+) -> RunResult:
+    """The rounds modes of ``llm.train.run`` (its docstring says what the arguments do)."""
     if cfg.dry_run:
         _, _, report = load_prompts(cfg)
         print(json.dumps({"prompts": report}, indent=1))
-        return {"prompts": report}
+        return runs.result_of(cfg, None, {"prompts": report})
     ses = _setup(cfg, sampler)
     if ses.start == runs.DONE:
         print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
-        return {**runs.last_record(ses.run_dir), "run_dir": str(ses.run_dir)}
-    from llm.train import start_tracking
-
-    start_tracking(cfg, ses.accelerator, ses.run_dir, ses.start)
+        return runs.result_of(cfg, ses.run_dir, runs.last_record(ses.run_dir), loaded=True)
+    setup.start_tracking(cfg, ses.accelerator, ses.run_dir, ses.start)
     with tracking.finishing(ses.accelerator.trackers):  # closed before COMPLETE
         record = _rounds(ses, on_round, extra_metrics)
         if cfg.save_final:
             runs.save_final(ses.accelerator, ses.policy, ses.tokenizer, ses.run_dir / "final")
     runs.mark_complete(ses.run_dir, record)
-    return {**record, "run_dir": str(ses.run_dir)}
+    return runs.result_of(cfg, ses.run_dir, record)
 
 
 def _rounds(
@@ -327,8 +281,6 @@ def _rounds(
 ) -> dict:
     """The rounds from the one ``ses.start`` is in, each logged (metrics.jsonl and the
     trackers); returns the last round's record."""
-    from llm.train import log_record
-
     cfg = ses.cfg
     first = ses.start // cfg.steps_per_round
     bar = tqdm(total=cfg.rounds, initial=first, disable=not cfg.progress, desc=cfg.mode)
@@ -343,7 +295,7 @@ def _rounds(
         if extra_metrics is not None:
             with torch.no_grad():
                 record.update(extra_metrics(ses.accelerator.unwrap_model(ses.policy).model, r))
-        log_record(ses.accelerator, ses.run_dir / "metrics.jsonl", record)
+        setup.log_record(ses.accelerator, ses.run_dir / "metrics.jsonl", record)
         if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < cfg.rounds:
             _save(ses, r)
         bar.update(1)

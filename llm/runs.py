@@ -197,3 +197,15 @@ def save_final(accelerator, policy, tokenizer, out: Path) -> None:
         state = {k.removeprefix("model."): v for k, v in state.items()}
         lm.save_pretrained(out, state_dict=state, safe_serialization=True)
         tokenizer.save_pretrained(out)
+
+
+def result_of(cfg, run_dir: Path | None, final: dict, loaded: bool = False):
+    """The ``runio.RunResult`` of a run: metrics.jsonl read back as a DataFrame."""
+    import pandas as pd
+
+    from runio.results import RunResult
+
+    path = None if run_dir is None else run_dir / "metrics.jsonl"
+    rows = read_jsonl(path) if path is not None and path.exists() else []
+    run_dir_str = {"run_dir": str(run_dir)} if run_dir is not None else {}
+    return RunResult(cfg, pd.DataFrame(rows), run_dir, {**final, **run_dir_str}, loaded)

@@ -16,12 +16,14 @@ from errors import (
     validation_deferred,
 )
 from runio.files import append_jsonl, atomic_write, git_sha, read_jsonl, versions
+from runio.results import RunResult
 from runio.rundir import claim_run_dir, config_hash, is_complete, mark_complete
 
 __all__ = [
     "EXIT_NONFINITE",
     "EXIT_USER",
     "NonFiniteError",
+    "RunResult",
     "UserError",
     "append_jsonl",
     "atomic_write",

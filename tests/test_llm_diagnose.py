@@ -25,7 +25,7 @@ def tiny():
     """(tokenizer, the first 4 shipped pairs tokenised) for the tiny models."""
     from llm import tiny as tiny_mod
     from llm.data import read_rows, tokenize_rows
-    from llm.train import corpus_texts
+    from llm.pairs import corpus_texts
 
     rows = read_rows(str(DATA))
     tok = tiny_mod.build_tokenizer(corpus_texts(rows))

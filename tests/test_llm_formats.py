@@ -240,7 +240,7 @@ TRAIN = ["--eval-data", "None", "--max-steps", "1", "--batch-size", "2", "--max-
 def train(argv: list[str], tmp_path, capsys) -> dict:
     """One training step from the command line; the run's metrics record and data report."""
     out = tmp_path / "runs"
-    main([*TRAIN, *argv, "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")])
+    assert main([*TRAIN, *argv, "--out-dir", str(out), "--cache-dir", str(tmp_path / "cache")]) == 0
     (run_dir,) = out.iterdir()
     (record,) = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     config = json.loads((run_dir / "config.json").read_text())
@@ -288,9 +288,7 @@ def test_saved_and_hub_datasets_train_one_step(datasets_cache, tmp_path, capsys)
 
 def test_cli_layout_error_is_one_line_exit_2(tmp_path, capsys):
     data = write_jsonl(tmp_path / "m.jsonl", MESSAGES_ROWS)
-    with pytest.raises(SystemExit) as e:
-        main([*TRAIN, "--data", data, "--out-dir", str(tmp_path / "runs")])
-    assert e.value.code == 2
+    assert main([*TRAIN, "--data", data, "--out-dir", str(tmp_path / "runs")]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and err[0].startswith("error: ") and ACCEPTED in err[0]
     assert not (tmp_path / "runs").exists()

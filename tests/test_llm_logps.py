@@ -13,7 +13,7 @@ import torch
 from llm import tiny
 from llm.data import collate, read_rows, tokenize_rows
 from llm.logps import PolicyLogps, sequence_logps
-from llm.train import corpus_texts
+from llm.pairs import corpus_texts
 
 DATA = "data/shakespeare_prefs/train.jsonl"
 

@@ -7,7 +7,6 @@ and (slow) on-policy REINFORCE shortens responses under the Min-length reward, o
 import json
 import math
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -78,8 +77,7 @@ def test_cli_on_policy_metrics_and_generations(tmp_path, monkeypatch, capsys):
     argv += ["--prompts-per-round", "2", "--samples-per-prompt", "4", "--steps-per-round", "1"]
     argv += ["--max-new-tokens", "5", "--max-len", "140", "--max-prompt-len", "110"]
     argv += ["--out-dir", c.out_dir, "--name", "cli", "--no-progress", "--baseline", "running"]
-    monkeypatch.setattr(sys, "argv", argv)
-    main()
+    assert main(argv[1:]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["reward/mean"] == pytest.approx(-2.0)  # every response is cut at 5 tokens
     rec = records(os.path.join(c.out_dir, "cli"))[-1]

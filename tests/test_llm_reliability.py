@@ -15,6 +15,7 @@ import torch
 from conftest import tiny_train_config
 
 import objectives
+from llm import models as llm_models
 from llm import train as llm_train
 from llm.config import TrainConfig
 from llm.train import main, run
@@ -59,11 +60,7 @@ def cli(argv: list[str], tmp_path, capsys) -> tuple[int, list[str]]:
     stderr's non-empty lines."""
     argv = [*argv, "--out-dir", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache")]
     capsys.readouterr()
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as e:
-        code = e.code
+    code = main(argv)
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     return code, err
 
@@ -155,7 +152,7 @@ def test_dry_run_counts_problems_and_builds_nothing(data, tmp_path, capsys, monk
     def no_model(*a, **k):
         raise AssertionError("dry run built the model")
 
-    monkeypatch.setattr(llm_train.models, "load_model", no_model)
+    monkeypatch.setattr(llm_models, "load_model", no_model)
     mixed = tmp_path / "mixed.jsonl"
     good = (data / "good.jsonl").read_text()
     mixed.write_text(good + json.dumps({**ROW, "chosen": None}) + "\n" + json.dumps(ROW) + "\n")

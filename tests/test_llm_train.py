@@ -141,17 +141,18 @@ def test_dpo_starts_at_log2_and_precomputed_reference_is_cached(files, tmp_path,
     assert not m1["ref_cache/train"]["reused"] and m2["ref_cache/train"]["reused"]
     assert m1["ref_cache/eval"]["key"] == m2["ref_cache/eval"]["key"]
     for r_live, r_pre in zip(records(live), records(pre2)):
-        for k in r_live:
-            assert r_live[k] == pytest.approx(r_pre[k], rel=1e-4, abs=1e-5), k
+        for k in r_live:  # ρ = ℓ - ℓ_ref: float32 sums of ~100 token log-probs, scored in
+            # batches of another shape for the cache, agree to a few ulps of |ℓ| (~1e-5)
+            assert r_live[k] == pytest.approx(r_pre[k], rel=1e-4, abs=5e-5), k
 
 
 def test_reference_free_objective_loads_no_reference(files, tmp_path, monkeypatch):
-    import llm.train
+    import llm.setup
 
     def no_copy(model):
         raise AssertionError("a reference copy was made")
 
-    monkeypatch.setattr(llm.train, "frozen_copy", no_copy)
+    monkeypatch.setattr(llm.setup, "frozen_copy", no_copy)
     with pytest.raises(AssertionError, match=r"reference copy"):  # the patch is effective
         run(cfg(files, tmp_path, objective="dpo", max_steps=1))
     res = run(cfg(files, tmp_path, objective="simpo", hp=("gamma=0.5",), max_steps=1))
@@ -178,8 +179,7 @@ def test_cli_help_and_one_step(files, tmp_path, monkeypatch, capsys):
     argv += ["--objective", "orpo", "--max-steps", "1", "--out-dir", c.out_dir, "--name", "cli"]
     argv += ["--max-len", "140", "--max-prompt-len", "110", "--gen-examples", "2"]
     argv += ["--gen-max-new-tokens", "4", "--no-progress"]
-    monkeypatch.setattr(sys, "argv", argv)
-    main()
+    assert main(argv[1:]) == 0
     out = json.loads(capsys.readouterr().out)
     assert 0 <= out["eval/pairs/accuracy"] <= 1 and out["eval/bleu4"] >= 0
     gens = [json.loads(x) for x in open(os.path.join(c.out_dir, "cli", "generations.jsonl"))]
@@ -206,8 +206,7 @@ def test_cli_kto_mismatched_z0_runs(files, tmp_path, monkeypatch, capsys, layout
     argv += ["--objective", "kto", "--hp", "z0=mismatched", "form=unpaired", "--max-steps", "3"]
     argv += ["--max-len", "140", "--max-prompt-len", "110", "--out-dir", c.out_dir]
     argv += ["--batch-size", "4", "--name", layout]
-    monkeypatch.setattr(sys, "argv", argv)
-    main()
+    assert main(argv[1:]) == 0
     out = json.loads(capsys.readouterr().out)
     recs = records({"run_dir": os.path.join(c.out_dir, layout)})
     assert [r["step"] for r in recs if "loss/train" in r] == [1, 2, 3]

@@ -1,7 +1,7 @@
 """The shared half of Algorithm 1 (``rounds``): pairs against a plain loop, ties never pair, the
 mixing counts, the running baseline, and the bridge — the same (P, N) log-probs and rewards fed
 through the bandit's caller (``toy.data.round_of_arms`` and ``rounds.round_loss`` with a seed
-axis S = 1) and the LLM's caller (``llm.onpolicy.make_round`` and ``rounds.round_loss`` over
+axis S = 1) and the LLM's caller (``llm.onpolicy.round_of_samples`` and ``rounds.round_loss`` over
 micro-batches of prompts) give identical objective inputs and losses for every objective."""
 
 import itertools
@@ -13,7 +13,7 @@ import objectives
 import rounds
 from llm.collect import Collected
 from llm.config import TrainConfig
-from llm.onpolicy import make_round as llm_make_round
+from llm.onpolicy import round_of_samples
 from toy.data import round_of_arms
 
 P, N = 3, 4
@@ -79,7 +79,7 @@ def test_toy_and_llm_callers_give_identical_inputs_and_losses(name, offline):
     loss_toy = rounds.round_loss(obj, hp, logps_PN[None], rnd_toy, base_S, lead=1)[0]
     # the LLM's caller, in two micro-batches of prompts
     cfg = TrainConfig(pair_threshold=0.5)
-    rnd = llm_make_round(cfg, obj, _collected(rewards_PN, collect_PN, ref_PN, offline_PN))
+    rnd = round_of_samples(cfg, obj, _collected(rewards_PN, collect_PN, ref_PN, offline_PN))
     inputs_llm, mask_llm = rounds.objective_inputs(obj.data, logps_PN, rnd, baseline)
     assert inputs_llm.keys() == inputs_toy.keys()
     for k in inputs_llm:

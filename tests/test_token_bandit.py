@@ -1,7 +1,7 @@
 """The N-token bandit (``experiments.token_bandit``): the fitted GPT-2 matches π_ref at every
 position; the reward callable equals a hand computation; the per-position metrics from one
 forward pass equal a loop over prefixes and a plain Monte-Carlo estimate; responses are exactly 9
-arm tokens; on-policy and fixed-data offline rounds run through ``llm.onpolicy.run``."""
+arm tokens; on-policy and fixed-data offline rounds run through ``llm.train.run``."""
 
 import json
 import math

@@ -148,7 +148,7 @@ def run(cfg: DiagnoseConfig) -> dict:
     if existing and not cfg.overwrite:
         raise UserError(f"{out_dir / existing[0]} exists; pass --overwrite or another --out-dir")
     from llm import models
-    from llm.train import load_data
+    from llm.pairs import load_data
 
     t_start = time.perf_counter()
     tcfg = cfg.train_config()
