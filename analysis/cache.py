@@ -17,7 +17,7 @@ import pandas as pd
 
 from runio import config_hash, is_complete
 from toy.config import BanditConfig
-from toy.runio import load_run, result_config
+from toy.outputs import load_run, result_config
 
 RUNS = Path(__file__).resolve().parent.parent / "runs" / "cache"
 

@@ -9,8 +9,9 @@ Reports, best and median of ``--repeats``:
   loop, the metrics table), split into the π_ref initialisation (a cold run minus a run whose
   fitted initialisation is cached) and the rest;
 - a per-step split of the loop (evaluation-metric forward, train forward + objective, backward,
-  optimiser, the rest) from a separate instrumented copy of the loop built from ``toy.train``'s
-  pieces; if those pieces have changed, it prints "split unavailable" and goes on;
+  optimiser, record + checks) from one run of the real loop timed through ``toy.train.train``'s
+  ``phases`` hook, its evaluation in the loop's thread so that it is timed; if the hook is
+  missing or fails, it prints "split unavailable" and goes on;
 - whole processes: ``python -m toy.train --preset onpolicy_bon --seeds 0 --out-dir ''
   --no-progress`` and the import costs from ``python -X importtime -c "import toy.train"``;
 - ``--load K``: K CPU-bound busy-loop processes, started here and always stopped (also on
@@ -49,7 +50,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 PRESET = "onpolicy_bon"
 SWEEP_ARGS = "--preset onpolicy_dpo --grid lr=1e-3,3e-3,1e-2 beta=0.03,0.1,0.3 --seeds 0 1 2 3 4"
-"""Default ``--sweep-args``: issue 12's sweep over 9 grid points × 5 seeds (45 runs)."""
+"""Default ``--sweep-args``: the speed target's sweep over 9 grid points × 5 seeds (45 runs)."""
 IMPORT_ROOTS = ("torch", "numpy", "pandas", "tyro", "tqdm", "objectives", "rounds", "runio")
 
 
@@ -119,13 +120,27 @@ def _config(n_seeds: int):
 
 
 def _clear_init_cache() -> bool:
-    """Forget fitted π_ref initialisations; False when ``toy.train`` has no such cache."""
+    """Forget fitted π_ref initialisations; False when ``toy.problem`` has no such cache."""
     try:
-        from toy.train import _INIT_CACHE
+        from toy.problem import clear_init_cache
     except ImportError:
         return False
-    _INIT_CACHE.clear()
+    clear_init_cache()
     return True
+
+
+@contextlib.contextmanager
+def _env_var(name: str, value: str) -> Iterator[None]:
+    """``os.environ[name] = value`` for the duration, then as it was."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
 
 
 def time_in_process(n_seeds: int) -> dict[str, float]:
@@ -163,7 +178,7 @@ def threads_used(n_rows: int) -> int:
     return resolve_threads(rows=n_rows)
 
 
-# ---------------------------------------------------------------------------- instrumented split
+# ---------------------------------------------------------------------------- per-step split
 
 SPLIT_PHASES = ("eval", "collect", "forward", "backward", "optim", "record", "metrics")
 SPLIT_NAMES = {
@@ -177,117 +192,56 @@ SPLIT_NAMES = {
 }
 
 
+class _Timer:
+    """A reusable context manager adding its block's wall seconds to ``seconds[name]``."""
+
+    __slots__ = ("name", "seconds", "start")
+
+    def __init__(self, seconds: dict[str, float], name: str):
+        self.seconds, self.name, self.start = seconds, name, 0.0
+        seconds.setdefault(name, 0.0)
+
+    def __enter__(self) -> None:
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.seconds[self.name] += time.perf_counter() - self.start
+
+
+class PhaseClock:
+    """``toy.train.train``'s ``phases`` hook: wall seconds per named phase in ``seconds``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+        self.timers: dict[str, _Timer] = {}
+
+    def __call__(self, name: str) -> _Timer:
+        if name not in self.timers:
+            self.timers[name] = _Timer(self.seconds, name)
+        return self.timers[name]
+
+
 def instrumented_split(n_seeds: int) -> dict[str, float] | str:
-    """Seconds per phase of one run (init, then the loop's phases), from a copy of
-    ``toy.train.train``'s loop with timers; a string saying why when ``toy.train``'s pieces
-    are not the ones this copy knows."""
+    """Seconds per phase of one run of the real loop, ``toy.train.train`` timed through its
+    ``phases`` hook: the π_ref initialisation (fit not cached), the loop's phases, then the
+    metrics table. The evaluation forwards run in the loop's thread
+    (``MODESEEK_EVAL_THREAD=0``) so that they are timed. A string saying why when the hook is
+    missing or the run fails."""
     try:
-        import torch
-
-        import objectives
-        from toy.bandit import CONTEXT_DIM
-        from toy.data import objective_inputs, reduce_per_seed
-        from toy.metrics import Recorder
-        from toy.optim import RowAdam
-        from toy.policy import flatten_parameters, kl_to_reference
-        from toy.train import (
-            Rows,
-            _collect,
-            _EvalBuffer,
-            _make_policy,
-            _Problem,
-            _row_hparams,
-            _update_baseline,
-            train,
-            train_backward,
-            train_forward,
-        )
-
-        try:
-            from toy.threads import small_problem_threads
-        except ImportError:
-            small_problem_threads = None
+        from toy.threads import EVAL_THREAD_VAR
+        from toy.train import train
     except ImportError as err:
         return f"split unavailable ({err})"
-
-    cfg = _config(n_seeds)
-    if getattr(cfg, "minibatch_size", None) not in (None, cfg.prompts_per_round):
-        return "split unavailable (minibatch preset)"
-    t: dict[str, float] = dict.fromkeys(("init", *SPLIT_PHASES), 0.0)
-    clock = time.perf_counter
+    cfg, clock = _config(n_seeds), PhaseClock()
     try:
-        rows = Rows.of(cfg)
-        obj = objectives.get(cfg.objective)
-        hp = _row_hparams(obj, cfg.hparams(), rows, len(rows.seeds))
-        wanted = set(obj.inputs) | set(obj.optional_inputs)
-        s, p, n = len(rows.seeds), cfg.prompts_per_round, cfg.samples_per_prompt
-        no_policy = contextlib.nullcontext()
-        with small_problem_threads(rows=s) if small_problem_threads else no_policy:
-            _clear_init_cache()
-            t0 = clock()
-            prob = _Problem(cfg, rows)
-            policy = _make_policy(cfg, prob, rows)
-            flat = flatten_parameters(policy)
-            opt = RowAdam(flat, torch.tensor(rows.lr))
-            rec = Recorder(cfg.total_steps, s, cfg.n_arms, p, n, p)
-            evals = _EvalBuffer(policy, flat, prob.eval_ctx, rec)  # serial: timed here
-            running = cfg.baseline == "running" and "baseline" in obj.optional_inputs
-            baseline_S = torch.zeros(s) if running else None
-            t["init"] = clock() - t0
-            step = 0
-            for r in range(cfg.rounds):
-                t0 = clock()
-                prompts_SP = prob.draw_prompts(cfg.n_train_contexts, p)
-                ctx = prob.train_ctx.gather(1, prompts_SP[..., None].expand(-1, -1, CONTEXT_DIM))
-                with torch.no_grad():
-                    collect_logp = torch.log_softmax(policy(ctx), -1)
-                rnd = _collect(cfg, prob, r, prompts_SP, collect_logp)
-                rec.rounds.append(rnd)
-                t1 = clock()
-                t["collect"] += t1 - t0
-                for _ in range(cfg.steps_per_round):
-                    evals.push(step)
-                    t2 = clock()
-                    logits, saved = train_forward(policy, ctx)
-                    train_logp = torch.log_softmax(logits, -1)
-                    logps_SMN = train_logp.gather(-1, rnd.arms_SPN)
-                    inputs, mask = objective_inputs(obj.data, logps_SMN, rnd, baseline_S)
-                    loss = obj.fn(**{k: inputs[k] for k in wanted & inputs.keys()}, **hp)
-                    loss_S = reduce_per_seed(loss, mask)
-                    if cfg.kl_penalty:
-                        kl_S = kl_to_reference(train_logp, prob.ref_logp_K).mean(-1)
-                        loss_S = loss_S + cfg.kl_penalty * kl_S
-                    t3 = clock()
-                    train_backward(policy, flat, loss_S, logits, saved)
-                    t4 = clock()
-                    step += 1
-                    rec.record_train(step, loss_S, flat.grad.norm(dim=1), logps_SMN, None)
-                    t5 = clock()
-                    opt.step(flat.grad)
-                    t6 = clock()
-                    t["eval"] += t2 - t1
-                    t["forward"] += t3 - t2
-                    t["backward"] += t4 - t3
-                    t["record"] += t5 - t4
-                    t["optim"] += t6 - t5
-                    t1 = t6
-                if baseline_S is not None:
-                    t0 = clock()
-                    baseline_S = _update_baseline(cfg, baseline_S, rnd, r)
-                    t["record"] += clock() - t0
-            t0 = clock()
-            evals.push(step)
-            evals.flush()
-            t["eval"] += clock() - t0
-            t0 = clock()
+        _clear_init_cache()
+        with _env_var(EVAL_THREAD_VAR, "0"):
+            rec, prob = train(cfg, phases=clock)
+        with clock("metrics"):
             rec.frame(cfg.seeds, prob.reward_K, prob.ref_logp_K)
-            t["metrics"] = clock() - t0
-        # the copy must still be the loop: same final distribution as train() itself
-        ref_rec, _ = train(cfg)
-        if not torch.allclose(ref_rec.mean_p[-1], rec.mean_p[-1], atol=1e-5):
-            return "split unavailable (the instrumented copy no longer matches toy.train.train)"
-    except Exception as err:  # any drift in toy.train's pieces
+    except Exception as err:  # an older toy.train without the hook, or a failed run
         return f"split unavailable ({type(err).__name__}: {err})"
+    t = dict.fromkeys(("init", *SPLIT_PHASES), 0.0) | clock.seconds
     t["steps"] = float(cfg.total_steps)
     return t
 
@@ -299,26 +253,19 @@ def worker_vs_serial(n_seeds: int, repeats: int) -> dict[str, list[float]]:
     from toy.train import run
 
     cfg, out = _config(n_seeds), {"worker": [], "serial": []}
-    before = os.environ.get(EVAL_THREAD_VAR)
-    try:
-        for _ in range(repeats):
-            for name, value in (("worker", "1"), ("serial", "0")):
-                os.environ[EVAL_THREAD_VAR] = value
+    for _ in range(repeats):
+        for name, value in (("worker", "1"), ("serial", "0")):
+            with _env_var(EVAL_THREAD_VAR, value):
                 start = time.perf_counter()
                 run(cfg)
                 out[name].append(time.perf_counter() - start)
-    finally:
-        if before is None:
-            os.environ.pop(EVAL_THREAD_VAR, None)
-        else:
-            os.environ[EVAL_THREAD_VAR] = before
     return out
 
 
 # ---------------------------------------------------------------------------- arithmetic floor
 
 TARGETS = {1: 0.6, 5: 1.5}
-"""Issue 12's in-process targets (seconds) by seed count; the sweep's is 4× one 1-seed run."""
+"""The in-process speed targets (seconds) by seed count; the sweep's is 4× one 1-seed run."""
 SWEEP_ROWS = 45
 
 
@@ -348,7 +295,7 @@ def arithmetic_floor(rows: int) -> dict[str, float]:
 
     cfg = _config(1)
     e, d = cfg.n_eval_contexts, MLP_SIZES[0]
-    block = max(1, min(64, 2_000 // (rows * e)))  # as toy.train._EvalBuffer
+    block = max(1, min(64, 2_000 // (rows * e)))  # as toy.evaluation.EvalBuffer
     with small_problem_threads(n_threads=1), torch.no_grad():
         gens = [torch.Generator().manual_seed(i) for i in range(block * rows)]
         evaluated, ctx = MLPPolicy(gens), torch.rand(block * rows, e, d)
@@ -664,7 +611,7 @@ def report(torch, runner, args, inproc, split, process, imports, sweep, floors) 
 
 
 def report_floor(args, inproc, sweep, floors) -> None:
-    """Issue 12's targets beside the arithmetic floor (``arithmetic_floor``) and the idle
+    """The speed targets beside the arithmetic floor (``arithmetic_floor``) and the idle
     median."""
     print()
     print(

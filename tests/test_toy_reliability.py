@@ -21,7 +21,7 @@ from analysis import cache
 from runio import NonFiniteError, UserError, is_complete
 from toy import train as toy_train
 from toy.config import BanditConfig
-from toy.runio import load_metrics, load_run
+from toy.outputs import load_metrics, load_run
 from toy.train import run
 
 REPO = Path(__file__).resolve().parent.parent

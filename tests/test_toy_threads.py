@@ -1,4 +1,4 @@
-"""The bandit's thread policy: the evaluation worker (``toy.train._EvalBuffer`` with
+"""The bandit's thread policy: the evaluation worker (``toy.evaluation.EvalBuffer`` with
 ``background``) gives exactly the serial path's metrics, passes its exceptions to the caller
 and never outlives a run; ``toy.threads`` resolves settings in the documented order."""
 
@@ -11,8 +11,9 @@ import torch
 from runio import NonFiniteError
 from toy import threads
 from toy.config import BanditConfig
+from toy.evaluation import EvalBuffer
 from toy.metrics import Recorder
-from toy.train import _EvalBuffer, run
+from toy.train import run
 
 # 2 seeds × 100 eval contexts → blocks of 10 steps: 8 blocks, so the 3 buffers are reused
 CFG = BanditConfig(objective="dpo", prompts_per_round=4, samples_per_prompt=4, rounds=5,
@@ -28,13 +29,13 @@ def test_worker_metrics_equal_the_serial_path_exactly(monkeypatch):
     serial = run(CFG)
     monkeypatch.setenv(threads.EVAL_THREAD_VAR, "1")
     seen = []
-    original = _EvalBuffer._evaluate
+    original = EvalBuffer._evaluate
 
     def spy(self, first, hist, count):
         seen.append(threading.current_thread().name)
         return original(self, first, hist, count)
 
-    monkeypatch.setattr(_EvalBuffer, "_evaluate", spy)
+    monkeypatch.setattr(EvalBuffer, "_evaluate", spy)
     background = run(CFG)
     assert len(seen) >= 8 and set(seen) == {"toy-eval"}  # every block went to the worker
     assert not serial.metrics["reward/expected"].isna().any()
@@ -64,7 +65,7 @@ def test_worker_stops_when_the_loop_fails(monkeypatch):
 
 def test_eval_buffer_close_is_idempotent(monkeypatch):
     flat = torch.zeros(1, 3)
-    buf = _EvalBuffer(torch.nn.Linear(1, 1), flat, torch.zeros(1, 4, 1), rec=None,
+    buf = EvalBuffer(torch.nn.Linear(1, 1), flat, torch.zeros(1, 4, 1), rec=None,
                       background=True)  # fmt: skip
     buf.close()
     buf.close(finish=False)
@@ -101,7 +102,7 @@ def test_thread_settings_precedence(monkeypatch):
 
 
 def test_command_line_entry_freezes_the_heap_only_for_real_command_lines(monkeypatch):
-    from runio import errors
+    import errors
 
     frozen = []
     monkeypatch.setattr(errors.gc, "freeze", lambda: frozen.append(True))

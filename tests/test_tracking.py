@@ -105,7 +105,8 @@ def test_llm_rounds_mode_tensorboard_equals_metrics(files, tmp_path):
 
 
 def test_toy_tensorboard_equals_metrics_one_seed(tmp_path):
-    result = toy_train.main([*TOY, "--out-dir", str(tmp_path), "--report-to", "tensorboard"])
+    args = [*TOY, "--out-dir", str(tmp_path), "--report-to", "tensorboard"]
+    result = toy_train.run(toy_train.parse(args))
     records = read_jsonl(result.run_dir / "metrics.jsonl")
     got = tensorboard_scalars(result.run_dir)
     assert got == expected_scalars(records, skip=("step", "seed"))
@@ -115,7 +116,7 @@ def test_toy_tensorboard_equals_metrics_one_seed(tmp_path):
 
 def test_toy_tensorboard_several_seeds_mean_and_per_seed(tmp_path):
     args = [*TOY, "--seeds", "0", "1", "--out-dir", str(tmp_path), "--report-to", "tensorboard"]
-    result = toy_train.main(args)
+    result = toy_train.run(toy_train.parse(args))
     records = read_jsonl(result.run_dir / "metrics.jsonl")
     frame = pd.DataFrame(records)
     names = [c for c in frame.columns if c not in ("seed", "step")]
@@ -172,7 +173,7 @@ def test_invalid_values_are_one_line_errors(tmp_path, monkeypatch, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0
     assert "report_to" in err and "'none', 'tensorboard', 'wandb'" in err and "mlflow" in err
-    assert toy_train.cli(["--report-to", "tensorbord"]) == 2
+    assert toy_train.main(["--report-to", "tensorbord"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "'none', 'tensorboard', 'wandb'" in err
     with pytest.raises(UserError, match="report_to: needs an out_dir"):

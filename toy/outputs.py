@@ -1,5 +1,6 @@
-"""A bandit run's directory: ``config.json`` first, then ``metrics.jsonl`` and ``dist.npz``, then
-``COMPLETE`` last (``runio.mark_complete``). Every file is written atomically.
+"""A bandit run's directory: ``config.json`` first, then ``metrics.jsonl`` and ``dist.npz`` (and,
+with ``report_to``, ``tracking/``: ``report``), then ``COMPLETE`` last (``runio.mark_complete``).
+Every file is written atomically.
 
 - A directory without ``COMPLETE`` is a run that was killed (or failed on a non-finite loss):
   nothing in it is read as a result (``load_run``, ``load_metrics`` and ``analysis.cache``
@@ -43,6 +44,7 @@ __all__ = [
     "git_sha",
     "load_metrics",
     "load_run",
+    "report",
     "resolved_config",
     "result_config",
     "start_run",
@@ -161,6 +163,30 @@ def finish_run(run_dir: Path, metrics: pd.DataFrame, dist_steps, dist) -> None:
 
     atomic_write(run_dir / "dist.npz", save_npz)
     mark_complete(run_dir, {"rows": len(metrics), "dist_steps": len(dist_steps)})
+
+
+def report(cfg, run_dir: Path, metrics: pd.DataFrame) -> None:
+    """Log ``metrics`` (the metrics.jsonl table) to ``cfg.report_to``'s tracker (accelerate's,
+    in ``run_dir/tracking``; ``runio.tracking``), with the resolved config as hyperparameters.
+    Every step is logged at its step under the metrics.jsonl names, NaN (not evaluated) skipped:
+    one seed's values, or with several seeds the mean over seeds (of those with a value) plus
+    ``<name>/seed_<s>`` per seed. accelerate and the tracker are imported only here."""
+    from runio import tracking
+
+    names = [c for c in metrics.columns if c not in ("seed", "step")]
+    table = metrics.groupby("step")[names].mean()
+    if len(cfg.seeds) > 1:
+        import pandas as pd
+
+        wide = metrics.pivot(index="step", columns="seed", values=names)
+        wide.columns = [f"{name}/seed_{seed}" for name, seed in wide.columns]
+        table = pd.concat([table, wide], axis=1)
+    tags = [str(t) for t in table.columns]
+    config = resolved_config(cfg)
+    tracker = tracking.open_tracker(cfg.report_to, run_dir, cfg.run_name(), config, tag="[toy]")
+    with tracking.finishing([tracker]):
+        steps = [int(step) for step in table.index]
+        tracking.log_table(tracker, steps, tags, table.to_numpy().tolist())
 
 
 def _require_complete(run_dir: Path) -> None:
