@@ -9,61 +9,43 @@ from pathlib import Path
 from typing import Literal
 
 import objectives
+from llm.options import DataOptions, LoraOptions, ModelOptions
+from rounds.options import RoundOptions
 from runio import UserError, config_hash, tracking, validation_deferred
+from runio.options import RunOptions
 
 
 @dataclass(frozen=True)
-class TrainConfig:
-    """Train a causal LM on offline preference pairs with a registry objective."""
+class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptions):
+    """Train a causal LM with a registry objective: on offline preference pairs, or in Algorithm
+    1's rounds. The round and run knobs (``rounds.RoundOptions``, ``runio.RunOptions``) are
+    shared with ``toy.BanditConfig``, the model/data/LoRA options (``llm.options``) with
+    ``llm.diagnose.DiagnoseConfig``: same names, types, meanings and help."""
 
-    model: str = "tiny-gpt2"
-    """``tiny-gpt2`` / ``tiny-llama`` (random init + a BPE tokenizer trained on --data, no
-    download), a local model directory, or a hub id."""
-    gguf_file: str | None = None
-    """A GGUF file inside the --model directory to load (dequantised to fp32, converted once to a
-    safetensors cache under --cache-dir)."""
-    data: str = "data/shakespeare_prefs/train.jsonl"
-    """Training data: .jsonl/.json/.csv/.parquet, a ``datasets`` directory, or a hub dataset name
-    (``datasets.load_dataset(name, split=--data-split)``; offline: from the local cache). Layouts
-    (detected from the columns): prompt/chosen/rejected, chosen/rejected (implicit prompt),
-    prompt/completion/label (kto), prompt/completion, text, messages (chosen-only objectives)."""
+    # world-specific defaults of shared knobs (rounds.options / runio.options SCALE_DEFAULTS)
+    mode: Literal["pairs", "on_policy", "offline", "hybrid"] = "pairs"
+    """pairs: train on the offline preference pairs of --data (the default). on_policy / offline
+    / hybrid: Algorithm 1 rounds on the prompts of --prompts, sampling N responses per prompt
+    from the current policy / the frozen reference / a mixture (see llm.onpolicy). The pairs-only
+    fields (data, eval_data, batch_size, grad_accum, epochs, max_steps, gen_*) are then unused."""
+    rounds: int = 10
+    prompts_per_round: int = 8
+    samples_per_prompt: int = 4
+    steps_per_round: int = 1
+    lr: float = 1e-4
+    eval_every: int = 0
+
     eval_data: str | None = "data/shakespeare_prefs/test.jsonl"
     """Held-out data for evaluation (same formats); None for no evaluation."""
-    data_split: str = "train"
-    """Split of --data when it is a DatasetDict directory or a hub dataset."""
     eval_data_split: str | None = None
     """Split of --eval-data when it is a DatasetDict directory or a hub dataset (None: the
     --data-split)."""
     objective: str = "dpo"
     """Registry name of the loss (pairwise or chosen-only objectives; see objectives.OBJECTIVES)."""
-    hp: tuple[str, ...] = ()
-    """Objective hyperparameters as key=value (e.g. beta=0.1); unset ones keep registry defaults."""
-    max_len: int = 256
-    """Maximum prompt + response tokens; responses are cut from the right to fit."""
-    max_prompt_len: int = 128
-    """Rows whose prompt has more tokens than this are invalid."""
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    """Render rows with the tokenizer's chat template: auto = when it has one."""
-    skip_invalid: bool = False
-    """Skip invalid rows (reporting counts) instead of stopping with an error naming the row."""
     ref: Literal["auto", "copy", "adapter", "precomputed"] = "auto"
     """Reference for objectives that need one: a frozen copy, the LoRA base model with adapters
     disabled, or log-probs precomputed once and cached on disk. auto = adapter under LoRA, else
     copy. Reference-free objectives load none."""
-    cache_dir: str = "~/.cache/modeseek"
-    """Where precomputed reference log-probs and converted GGUF models are cached."""
-    lora: bool = False
-    """Train LoRA adapters (peft) instead of all weights."""
-    lora_r: int = 8
-    """LoRA rank."""
-    lora_alpha: int = 16
-    """LoRA scaling numerator (scale = alpha / r)."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA input."""
-    lora_targets: tuple[str, ...] = ("all-linear",)
-    """Module names to adapt (peft ``target_modules``); all-linear = every linear but the head."""
-    lr: float = 1e-4
-    """Peak AdamW learning rate."""
     weight_decay: float = 0.0
     """AdamW weight decay."""
     warmup_steps: int = 0
@@ -92,12 +74,8 @@ class TrainConfig:
     fp32 logits would exceed this many MB; below it keep them (faster). 0: always recompute."""
     disable_dropout: bool = True
     """Set every dropout probability to 0 (policy and reference see the same network)."""
-    seed: int = 0
-    """Seed for model init (tiny models), data order and dropout."""
     log_every: int = 1
     """Append a metrics.jsonl record every this many steps."""
-    eval_every: int = 0
-    """Evaluate every this many steps (and at step 0 and the end); 0: only at the end."""
     eval_batch_size: int = 8
     """Pairs per evaluation batch."""
     gen_examples: int = 16
@@ -107,37 +85,12 @@ class TrainConfig:
     save_every: int = 0
     """Checkpoint (model or adapter, optimiser, scheduler, RNG, data position) every this many
     steps (rounds modes: every this many rounds, at the round's end); 0: none."""
-    resume: bool = False
-    """Continue this run's directory from its latest complete checkpoint (a complete run is
-    left as it is; a run killed before its first checkpoint restarts from step 0)."""
-    overwrite: bool = False
-    """Replace an existing run directory of the same name (without it, or --resume, an existing
-    run is never touched)."""
     dry_run: bool = False
     """Check the config and every data row (and the model's position limit) without building the
     model or training: prints counts per problem; exit code 2 if training would fail."""
     save_final: bool = True
     """Save the trained model (or adapter) and tokenizer to runs/<name>/final."""
-    name: str | None = None
-    """Run name (directory under out_dir). None: derived from the objective, model and seed plus
-    a short hash of the whole resolved config, so runs that differ in anything never share one."""
-    out_dir: str = "runs"
-    """Where runs/<name>/ is written."""
-    progress: bool = True
-    """Show a progress bar."""
-    report_to: str = "none"
-    """Experiment tracking through accelerate's trackers (HF's --report_to): none, tensorboard or
-    wandb (pip install 'modeseek[wandb]'). Every metrics.jsonl record's numbers are logged under
-    the same names at its step (step itself is the x-axis), with the resolved config as
-    hyperparameters; files in runs/<name>/tracking/. wandb runs offline (WANDB_MODE=offline)
-    unless WANDB_MODE is set or an API key is configured."""
     # ---- on-policy rounds (paper A, Algorithm 1): modes on_policy / offline / hybrid ----------
-    mode: Literal["pairs", "on_policy", "offline", "hybrid"] = "pairs"
-    """pairs: train on the offline preference pairs of --data (the default). on_policy / offline
-    / hybrid: Algorithm 1 rounds on the prompts of --prompts, sampling N responses per prompt
-    from the current policy / the frozen reference / a mixture (see llm.onpolicy). The pairs-only
-    fields (data, eval_data, batch_size, grad_accum, epochs, max_steps, eval_*, gen_*) are then
-    unused."""
     prompts: str = "data/shakespeare_prompts/train.jsonl"
     """Rounds modes: prompt-only file (rows with a ``prompt`` string or message list; same formats
     as --data). The default is the shipped Shakespeare prompts (``python -m llm.make_prompts``)."""
@@ -147,27 +100,9 @@ class TrainConfig:
     sequence-classification reward model directory (see llm.rewards)."""
     reward_args: tuple[str, ...] = ()
     """key=value arguments of the reward, e.g. m=20 for length_mode."""
-    rounds: int = 10
-    """R: data-collection rounds (round 0 samples the reference)."""
-    prompts_per_round: int = 8
-    """P: prompts drawn per round (without replacement within a round)."""
-    samples_per_prompt: int = 4
-    """N: responses sampled per prompt (N(N-1)/2 candidate pairs)."""
-    steps_per_round: int = 1
-    """T: optimiser steps on each round's data (sample reuse); each is a full-batch step."""
     micro_prompts: int = 0
     """Prompts (with all their N samples) per forward/backward micro-batch within a step; the
     gradients are accumulated, so the step equals one full batch. 0: all P at once."""
-    pair_threshold: float = 0.0
-    """Pairs whose reward gap is not above this are dropped (ties never pair)."""
-    kl_penalty: float = 0.0
-    """Coefficient of the sampled-sequence KL estimate ℓ_old - ℓ_ref subtracted from each reward."""
-    baseline: Literal["group", "running"] = "group"
-    """REINFORCE/PPO advantages: rewards z-scored per prompt, or minus a running reward mean."""
-    baseline_decay: float = 0.9
-    """Decay of the running reward mean (baseline=running)."""
-    offline_fraction: float = 0.5
-    """Hybrid only: fraction of each prompt's N samples drawn from the reference."""
     temperature: float = 1.0
     """Sampling temperature (log-probs are always the model's own, temperature 1)."""
     top_k: int = 0
@@ -227,7 +162,7 @@ runs that do not use them are what they were before."""
 
 ROUNDS_FIELDS = (
     "prompts", "reward", "reward_args", "rounds", "prompts_per_round", "samples_per_prompt",
-    "steps_per_round", "micro_prompts", "pair_threshold", "kl_penalty", "baseline",
+    "steps_per_round", "micro_prompts", "pair_threshold", "kl_penalty", "kl_reward", "baseline",
     "baseline_decay", "offline_fraction", "temperature", "top_k", "top_p", "max_new_tokens",
     "generations_per_round", "reward_batch_size", "eval_prompts", "mode",
 )  # fmt: skip
@@ -328,7 +263,7 @@ def validate_rounds(c: TrainConfig) -> None:
     _require(n >= 2, "samples_per_prompt", f"must be at least 2, got {n}")
     for name in ("micro_prompts", "generations_per_round", "top_k", "eval_prompts"):
         _require(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
-    for name in ("pair_threshold", "kl_penalty"):
+    for name in ("pair_threshold", "kl_penalty", "kl_reward"):
         _require(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
     _require(0 <= c.offline_fraction <= 1, "offline_fraction", "must be in [0, 1]")
     _require(0 <= c.baseline_decay < 1, "baseline_decay", "must be in [0, 1)")

@@ -148,13 +148,23 @@ def _collect_round(ses: RoundsSession, r: int) -> Collected:
 
 def round_of_samples(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> rounds.Round:
     """The ``rounds.Round`` of collected data, in the objective's log-prob convention (ℓ or ℓ̄),
-    with the KL penalty (on summed log-probs) folded into the rewards."""
+    with ``kl_reward``'s KL estimate (on summed log-probs) folded into the rewards."""
     mean = obj.uses_mean_logps(cfg.hparams())
     pol = rounds.sequence_logps(col.policy_sums_PN, col.counts_PN, mean)
     ref = rounds.sequence_logps(col.ref_sums_PN, col.counts_PN, mean)
-    old_sums = torch.where(col.offline_PN, col.ref_sums_PN, col.policy_sums_PN)
-    rewards = rounds.fold_kl(col.rewards_PN, old_sums, col.ref_sums_PN, cfg.kl_penalty)
+    rewards = rounds.kl_shaped(col.rewards_PN, col.policy_sums_PN, col.ref_sums_PN,
+                               col.offline_PN, cfg.kl_reward)  # fmt: skip
     return rounds.make_round(rewards, pol, ref, col.offline_PN, cfg.pair_threshold)
+
+
+def kl_penalty_part(cfg: TrainConfig, col: Collected, sums: torch.Tensor, rows: slice):
+    """A micro-batch's share of ``kl_penalty`` · KL(π_θ‖π_ref), estimated from the round's
+    samples (``rounds.sampled_kl`` on summed log-probs; the shares add up to the mean over
+    the round's P·N samples)."""
+    old = torch.where(col.offline_PN, col.ref_sums_PN, col.policy_sums_PN).flatten()[rows]
+    ref = col.ref_sums_PN.flatten()[rows]
+    terms = rounds.sampled_kl(sums.float().cpu(), old, ref)
+    return cfg.kl_penalty * terms.sum() / col.rewards_PN.numel()
 
 
 def full_logps(fn: Callable, batch: dict) -> torch.Tensor:
@@ -185,6 +195,8 @@ def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[
         sub = rnd.subset(slice(rows.start // n, rows.stop // n))
         part = rounds.round_loss(obj, ses.hp, logps_PN, sub, ses.baseline, full_logps_PN=full_PN,
                                  denom=denom)  # fmt: skip
+        if cfg.kl_penalty:
+            part = part + kl_penalty_part(cfg, col, sums, rows)
         acc.backward(part)
         total += float(part.detach())
     norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")

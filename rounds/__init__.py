@@ -1,6 +1,7 @@
 """The model-agnostic half of Algorithm 1 shared by ``toy/`` and ``llm/``: mixing of offline and
 on-policy samples, pair construction, the inputs of each data kind, baselines (see
-``rounds.core``). Imports only ``torch``; never ``toy/`` or ``llm/``."""
+``rounds.core``), and the round knobs both worlds' configs share (``rounds.options``). Imports
+only ``torch`` and the core; never ``toy/`` or ``llm/``."""
 
 from rounds.core import (
     MODES,
@@ -8,6 +9,7 @@ from rounds.core import (
     build_pairs,
     first_nonfinite,
     fold_kl,
+    kl_shaped,
     loss_denominator,
     loss_sum,
     make_round,
@@ -16,6 +18,7 @@ from rounds.core import (
     offline_count,
     offline_mask,
     round_loss,
+    sampled_kl,
     sequence_logps,
     update_baseline,
 )
@@ -26,6 +29,7 @@ __all__ = [
     "build_pairs",
     "first_nonfinite",
     "fold_kl",
+    "kl_shaped",
     "loss_denominator",
     "loss_sum",
     "make_round",
@@ -34,6 +38,7 @@ __all__ = [
     "offline_count",
     "offline_mask",
     "round_loss",
+    "sampled_kl",
     "sequence_logps",
     "update_baseline",
 ]

@@ -15,7 +15,10 @@ is vectorised; nothing here knows how a sample was drawn (an arm or a generated 
   the one place both worlds turn a round into a loss.
 - ``masked_mean``: the loss of a round (mean over prompts, or over valid pairs).
 - ``update_baseline``: the running mean of past rounds' rewards (REINFORCE/PPO baseline).
-- ``fold_kl``: r - β·(ℓ_old - ℓ_ref), a sampled-sequence KL penalty folded into the reward.
+- ``fold_kl`` / ``kl_shaped``: r - β·(ℓ_old - ℓ_ref), a sampled-sequence KL folded into the
+  reward (the ``kl_reward`` knob).
+- ``sampled_kl``: an importance-weighted sampled estimate of KL(π_θ‖π_ref) to add to a loss
+  (the ``kl_penalty`` knob of a language model; the bandit computes that KL exactly).
 """
 
 from __future__ import annotations
@@ -217,6 +220,31 @@ def fold_kl(rewards_PN: Tensor, old_logps_PN: Tensor, ref_logps_PN: Tensor, coef
     if not coef:
         return rewards_PN
     return rewards_PN - coef * (old_logps_PN - ref_logps_PN).detach()
+
+
+def kl_shaped(
+    rewards_PN: Tensor,
+    collect_logps_PN: Tensor,
+    ref_logps_PN: Tensor,
+    offline_PN: Tensor,
+    coef: float,
+) -> Tensor:
+    """The rewards of ``kl_reward``: ``fold_kl`` with ℓ_old the log-prob under the policy that
+    sampled each response (π_ref for offline samples, whose estimate is then 0). Log-probs are
+    summed over the response (a bandit arm: its log-prob)."""
+    old = torch.where(offline_PN, ref_logps_PN, collect_logps_PN)
+    return fold_kl(rewards_PN, old, ref_logps_PN, coef)
+
+
+def sampled_kl(logps_PN: Tensor, old_logps_PN: Tensor, ref_logps_PN: Tensor) -> Tensor:
+    """Per-sample terms whose mean estimates KL(π_θ‖π_ref) from samples drawn from π_old, with
+    the right gradient: w·(ℓ - ℓ_ref), w = π_θ/π_old = exp(ℓ - ℓ_old) (ℓ summed over the
+    response). Its expectation under π_old is Σ_y π_θ(y)(ℓ - ℓ_ref) = KL(π_θ‖π_ref), and
+    autograd differentiates the same expectation, so the mean's gradient is an unbiased
+    estimate of ∇KL. At π_θ = π_old (a round's first step) w = 1 and the value is the usual
+    k1 estimate; offline samples (π_old = π_ref) are reweighted to the current policy."""
+    w = (logps_PN - old_logps_PN.detach()).exp()
+    return w * (logps_PN - ref_logps_PN.detach())
 
 
 def sequence_logps(sums: Tensor, counts: Tensor, mean: bool) -> Tensor:

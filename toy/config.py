@@ -14,53 +14,31 @@ from dataclasses import dataclass
 from typing import Literal
 
 import objectives
+from rounds.options import RoundOptions
 from runio import UserError, validation_deferred
+from runio.options import RunOptions
 from toy.bandit import REWARDS
 
 
 @dataclass(frozen=True)
-class BanditConfig:
-    """One bandit experiment (paper A, Algorithm 1). Every seed in ``seeds`` runs in one batch."""
+class BanditConfig(RunOptions, RoundOptions):
+    """One bandit experiment (paper A, Algorithm 1). Every seed in ``seeds`` runs in one batch.
+    The round and run knobs (``rounds.RoundOptions``, ``runio.RunOptions``) are shared with
+    ``llm.TrainConfig``: same names, types, meanings and help."""
 
     objective: str = "bon"
     """Registry name of the loss (see ``objectives.OBJECTIVES``)."""
-    hp: tuple[str, ...] = ()
-    """Objective hyperparameters as key=value (e.g. beta=0.1 tau=0.05); unset ones keep the
-    registry defaults."""
     reward: str = "R2"
     """R1 (peak at arm 70, low π_ref), R2 (peak at arm 20, near π_ref's mode), R1_w20, R1_w30."""
     reward_vector: tuple[float, ...] | None = None
     """A user-supplied reward per arm (overrides ``reward``); length n_arms."""
-    mode: Literal["on_policy", "offline", "hybrid"] = "on_policy"
-    """Where samples after round 0 come from: the current policy, π_ref, or a mixture."""
-    offline_fraction: float = 0.5
-    """Hybrid only: fraction of each prompt's N samples drawn from π_ref (the offline data)."""
-    prompts_per_round: int = 10
-    """P: training prompts per round."""
-    samples_per_prompt: int = 10
-    """N: responses sampled per prompt (N(N-1)/2 candidate pairs)."""
-    rounds: int = 100
-    """R: data-collection rounds (round 0 samples from π_ref)."""
-    steps_per_round: int = 15
-    """T: passes over each round's data (sample reuse); one gradient step each when full-batch."""
     minibatch_size: int | None = None
     """M: prompts per gradient step (paper A's Algorithm 1 fixes it). None: full batch, one step
     per pass. With M, each of the T passes shuffles the round's P prompts and takes P/M steps of
     M prompts each (P must be a multiple of M), so the number of gradient steps at a fixed query
     budget no longer grows as P shrinks."""
-    lr: float = 1e-3
-    """Adam learning rate (no weight decay, no schedule)."""
     policy: Literal["mlp", "tabular"] = "mlp"
     """Paper A's context MLP, or one logits vector shared by all contexts."""
-    pair_threshold: float = 0.0
-    """Pairs whose reward gap is not above this are dropped."""
-    kl_penalty: float = 0.0
-    """Coefficient of an exact KL(π‖π_ref) penalty added to any objective's loss."""
-    baseline: Literal["group", "running"] = "group"
-    """Advantages for objectives that take a baseline (REINFORCE, PPO): z-scored per prompt, or
-    reward minus a running mean of past rounds' rewards."""
-    baseline_decay: float = 0.9
-    """Decay of the running reward mean (``baseline=running``)."""
     init_steps: int = 100
     """Adam steps fitting the policy to π_ref before training (paper A's SFT initialisation)."""
     init_lr: float = 0.01
@@ -82,37 +60,8 @@ class BanditConfig:
     """K."""
     seeds: tuple[int, ...] = (0,)
     """Seeds run together as one batched computation; each seed's run is independent."""
-    eval_every: int = 1
-    """Compute the evaluation metrics (expected reward, KL, entropy, mass, the stored
-    distributions) after every this-many steps and after the last; other steps' evaluation
-    columns are NaN. The evaluation forward over ``n_eval_contexts`` is most of a step's
-    arithmetic, so sweeps that need only curves at round resolution set it to T."""
     dist_every: int = 15
     """Store the full K-arm distribution every this many steps (and at the last step)."""
-    name: str | None = None
-    """Run name (directory under out_dir); derived from the config when None."""
-    out_dir: str = "runs"
-    """Where runs/<name>/ is written; empty string to write nothing."""
-    progress: bool = True
-    """Show a progress bar for runs longer than a few seconds."""
-    report_to: str = "none"
-    """Experiment tracking through accelerate's trackers: none, tensorboard or wandb (pip install
-    'modeseek[wandb]'), written after training to <out_dir>/<name>/tracking/. Every step of
-    metrics.jsonl is logged at its step under the metrics.jsonl names (values not evaluated, NaN,
-    are skipped; step and seed are not scalars): with one seed its values; with several seeds the
-    names hold the mean over the seeds and <name>/seed_<s> each seed's value. The resolved config
-    is stored as hyperparameters. wandb runs offline (WANDB_MODE=offline) unless WANDB_MODE is
-    set or an API key is configured."""
-    resume: bool = False
-    """Resume the run already in out_dir/name. A complete run (its COMPLETE marker written, after
-    metrics.jsonl and dist.npz) is loaded and returned without training. An incomplete one (a
-    killed run: config.json without COMPLETE) must have the same config (else an error naming
-    the differing fields) and is rerun from scratch: bandit runs take seconds and are fully
-    deterministic, so the rerun gives exactly the outputs the uninterrupted run would have. A
-    missing run directory is simply started."""
-    overwrite: bool = False
-    """Delete an existing run in out_dir/name and start afresh. Without --resume or --overwrite
-    an existing non-empty run directory is an error (a run is never silently replaced)."""
 
     def __post_init__(self) -> None:
         if not validation_deferred():
@@ -135,12 +84,12 @@ class BanditConfig:
 
     def run_name(self) -> str:
         """``name``, or a readable name plus a short hash of every field that changes the
-        results (``toy.runio.result_config``): two configs differing in anything (lr, steps, a
+        results (``toy.outputs.result_config``): two configs differing in anything (lr, steps, a
         hyperparameter) never share an automatic name."""
         if self.name:
             return self.name
         from runio import config_hash
-        from toy.runio import result_config
+        from toy.outputs import result_config
 
         seeds = f"s{self.seeds[0]}-{self.seeds[-1]}" if len(self.seeds) > 1 else f"s{self.seeds[0]}"
         hp = "".join(f"_{h.replace('=', '')}" for h in self.hp)
@@ -161,7 +110,8 @@ def _require(ok: bool, field_name: str, message: str) -> None:
         raise UserError(f"BanditConfig.{field_name}: {message}")
 
 
-_FLOATS = ("lr", "init_lr", "offline_fraction", "pair_threshold", "kl_penalty", "baseline_decay")
+_FLOATS = ("lr", "init_lr", "offline_fraction", "pair_threshold", "kl_penalty", "kl_reward")
+_FLOATS += ("baseline_decay",)
 _SIZES = (
     "prompts_per_round",
     "rounds",
@@ -244,7 +194,9 @@ def validate(c: BanditConfig) -> None:
     _require(
         c.pair_threshold >= 0, "pair_threshold", f"must be non-negative, got {c.pair_threshold}"
     )
-    _require(c.kl_penalty >= 0, "kl_penalty", f"must be non-negative, got {c.kl_penalty}")
+    for name in ("kl_penalty", "kl_reward"):
+        value = getattr(c, name)
+        _require(value >= 0, name, f"must be non-negative, got {value}")
     _require(
         0.0 <= c.baseline_decay < 1.0,
         "baseline_decay",

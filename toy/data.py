@@ -25,9 +25,13 @@ def round_of_arms(
     ref_logp_K: Tensor,
     offline_SPN: Tensor,
     threshold: float,
+    kl_reward: float = 0.0,
 ) -> rounds.Round:
     """Score the sampled arms (exact rewards, collecting and reference log-probs) and build the
-    round's pairs (``rounds.make_round``). ``offline_SPN`` marks samples drawn from π_ref."""
+    round's pairs (``rounds.make_round``). ``offline_SPN`` marks samples drawn from π_ref;
+    ``kl_reward`` folds β·(ℓ_old - ℓ_ref) into the rewards first (``rounds.kl_shaped``)."""
     collect = collect_logp_SPK.gather(-1, arms_SPN)
-    return rounds.make_round(reward_K[arms_SPN], collect, ref_logp_K[arms_SPN], offline_SPN,
-                             threshold, samples_PN=arms_SPN, prompts_P=prompts_SP)  # fmt: skip
+    ref = ref_logp_K[arms_SPN]
+    rewards = rounds.kl_shaped(reward_K[arms_SPN], collect, ref, offline_SPN, kl_reward)
+    return rounds.make_round(rewards, collect, ref, offline_SPN, threshold, samples_PN=arms_SPN,
+                             prompts_P=prompts_SP)  # fmt: skip

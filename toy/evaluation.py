@@ -17,7 +17,7 @@ from toy.config import BanditConfig
 from toy.metrics import Recorder
 
 if TYPE_CHECKING:
-    from toy.train import Rows
+    from toy.problem import Rows
 
 
 def check_finite(cfg: BanditConfig, rows: Rows, rec: Recorder, first: int, last: int) -> None:

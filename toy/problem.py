@@ -2,13 +2,14 @@
 the contexts and one generator per row (``Problem``); the policies fitted to π_ref
 (``make_policy``, cached per seed set); a round's responses (``collect``).
 
-A row is one independent run of the batched computation (``toy.train.Rows``); rows sharing a
+A row is one independent run of the batched computation (``Rows``); rows sharing a
 seed share its contexts, prompt draws, uniforms and π_ref initialisation.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
@@ -17,6 +18,23 @@ from toy.bandit import contexts, reference_probs, reward_vector
 from toy.config import BanditConfig
 from toy.data import round_of_arms, sample_arms
 from toy.policy import POLICIES, fit_to_reference
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The independent runs of one batched computation, one per row S: each row's seed and
+    learning rate, and per-row values of the objective's hyperparameters (``toy.sweep`` makes
+    grid points × seeds; a plain config makes one row per seed). Rows sharing a seed share its
+    contexts, prompt draws, uniforms and π_ref initialisation."""
+
+    seeds: tuple[int, ...]
+    lr: tuple[float, ...]
+    hp: tuple[tuple[str, tuple[float, ...]], ...] = ()
+    """(name, one value per row) for hyperparameters that vary across rows."""
+
+    @classmethod
+    def of(cls, cfg: BanditConfig) -> Rows:
+        return cls(tuple(cfg.seeds), (cfg.lr,) * len(cfg.seeds))
 
 
 class Problem:
@@ -70,6 +88,7 @@ def collect(
         prob.ref_logp_K,
         offline_SPN,
         cfg.pair_threshold,
+        cfg.kl_reward,
     )
 
 

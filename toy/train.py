@@ -35,18 +35,18 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 if TYPE_CHECKING:  # pandas is imported where a table is built, not on the training path
-    import pandas as pd
+    pass
 from tqdm.auto import tqdm
 
 import objectives
 import rounds
+import runio
 from objectives import values_checked_once
 from runio import cli_entry, deferred_validation
 from toy import outputs
@@ -56,7 +56,7 @@ from toy.evaluation import EvalBuffer, check_final_policy, check_finite
 from toy.metrics import Recorder
 from toy.optim import RowAdam
 from toy.policy import flatten_parameters, kl_to_reference
-from toy.problem import Problem, collect, make_policy
+from toy.problem import Problem, Rows, collect, make_policy
 from toy.threads import background_eval, small_problem_threads
 
 # flatten_parameters gives the policy strided gradient views on purpose (see its docstring)
@@ -75,34 +75,22 @@ def _untimed(name: str) -> contextlib.AbstractContextManager:
     return _NULL
 
 
-@dataclass
-class RunResult:
-    config: BanditConfig
-    metrics: pd.DataFrame
-    """One row per (seed, step); see toy.metrics for the columns."""
-    dist_steps: np.ndarray
-    dist: np.ndarray
+@dataclass(eq=False)
+class RunResult(runio.RunResult):
+    """``runio.RunResult`` (config, metrics: one row per (seed, step), see toy.metrics for the
+    columns; run_dir; as a mapping, the last step's metrics averaged over seeds) plus the
+    stored distributions."""
+
+    dist_steps: np.ndarray = None
+    """The steps whose distributions are stored."""
+    dist: np.ndarray = None
     """(len(dist_steps), S, K): mean over eval contexts of π(·|x) at those steps."""
-    run_dir: Path | None
-    loaded: bool = False
-    """True when ``--resume`` found the run complete and loaded it instead of training."""
 
 
-@dataclass(frozen=True)
-class Rows:
-    """The independent runs of one batched computation, one per row S: each row's seed and
-    learning rate, and per-row values of the objective's hyperparameters (``toy.sweep`` makes
-    grid points × seeds; a plain config makes one row per seed). Rows sharing a seed share its
-    contexts, prompt draws, uniforms and π_ref initialisation."""
-
-    seeds: tuple[int, ...]
-    lr: tuple[float, ...]
-    hp: tuple[tuple[str, tuple[float, ...]], ...] = ()
-    """(name, one value per row) for hyperparameters that vary across rows."""
-
-    @classmethod
-    def of(cls, cfg: BanditConfig) -> Rows:
-        return cls(tuple(cfg.seeds), (cfg.lr,) * len(cfg.seeds))
+def _result(cfg: BanditConfig, metrics, dist_steps, dist, run_dir, loaded=False) -> RunResult:
+    last = metrics[metrics.step == metrics.step.max()].drop(columns=["seed"]).mean().to_dict()
+    final = {**last, **({"run_dir": str(run_dir)} if run_dir is not None else {})}
+    return RunResult(cfg, metrics, run_dir, final, loaded, dist_steps=dist_steps, dist=dist)
 
 
 def _row_hparams(obj, hp: dict, rows: Rows, s: int) -> dict:
@@ -238,12 +226,12 @@ def run(cfg: BanditConfig) -> RunResult:
     run_dir, done = outputs.start_run(cfg) if cfg.out_dir else (None, False)
     if done:
         metrics, dist_steps, dist = outputs.load_run(run_dir)
-        return RunResult(cfg, metrics, dist_steps, dist, run_dir, loaded=True)
+        return _result(cfg, metrics, dist_steps, dist, run_dir, loaded=True)
     rec, prob = train(cfg)
     keep = np.unique(np.r_[np.arange(0, cfg.total_steps + 1, cfg.dist_every), cfg.total_steps])
     keep = keep[(keep % cfg.eval_every == 0) | (keep == cfg.total_steps)]
     metrics = rec.frame(cfg.seeds, prob.reward_K, prob.ref_logp_K)
-    result = RunResult(cfg, metrics, keep, rec.mean_p[keep].numpy(), run_dir)
+    result = _result(cfg, metrics, keep, rec.mean_p[keep].numpy(), run_dir)
     if run_dir is not None:
         if cfg.report_to != "none":
             outputs.report(cfg, run_dir, result.metrics)

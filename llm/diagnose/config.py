@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import objectives
+from llm.options import DataOptions, LoraOptions, ModelOptions
 from runio import UserError, validation_deferred
 
 PAIR_KINDS = ("pairs", "chosen")
@@ -16,40 +17,10 @@ TABLE_NAMES = ("pairs.csv", "pairs.parquet")
 
 
 @dataclass(frozen=True)
-class DiagnoseConfig:
+class DiagnoseConfig(LoraOptions, DataOptions, ModelOptions):
     """Predict (and with --verify measure) each objective's one-step effect on log π(y_w),
     log π(y_l) per preference pair, with CHES and gradient inner products."""
 
-    model: str = "tiny-gpt2"
-    """As for llm.train: tiny-gpt2 / tiny-llama, a local model directory, or a hub id."""
-    gguf_file: str | None = None
-    """A GGUF file inside the --model directory (dequantised once, cached under --cache-dir)."""
-    data: str = "data/shakespeare_prefs/train.jsonl"
-    """Preference pairs (llm.train's formats)."""
-    data_split: str = "train"
-    """Split of a ``datasets`` DatasetDict directory."""
-    max_len: int = 256
-    """Maximum prompt + response tokens (responses cut from the right), as in training."""
-    max_prompt_len: int = 128
-    """Rows whose prompt has more tokens are invalid."""
-    chat_template: Literal["auto", "on", "off"] = "auto"
-    """Render rows with the tokenizer's chat template (auto: when it has one)."""
-    skip_invalid: bool = False
-    """Skip invalid rows instead of stopping at the first."""
-    cache_dir: str = "~/.cache/modeseek"
-    """Where converted GGUF models are cached."""
-    lora: bool = False
-    """Add fresh LoRA adapters (B = 0: the model is unchanged) and take gradients in them."""
-    lora_r: int = 8
-    """LoRA rank."""
-    lora_alpha: int = 16
-    """LoRA scaling numerator."""
-    lora_dropout: float = 0.0
-    """Dropout on the LoRA input."""
-    lora_targets: tuple[str, ...] = ("all-linear",)
-    """Modules to adapt (peft target_modules)."""
-    seed: int = 0
-    """Tiny models' init, and the choice of the --n-pairs subset."""
     objective: tuple[str, ...] = ("dpo", "asft", "sft")
     """Objectives to diagnose (pairwise or chosen-only registry names)."""
     hp: tuple[str, ...] = ()
