@@ -1,6 +1,6 @@
 """Figure 3: prompts per round (5 … 200) at a fixed budget of 10,000 reward queries, on-policy
 best-of-N, R1 and R2 (paper A: smaller batches, i.e. more rounds, help on R1), under two
-protocols (issue 12 item 5).
+protocols.
 
 Rounds = 10,000 / (10 P); 15 passes per round, lr 1e-3; each P trains on one fixed set of P
 prompts (``n_train_contexts`` = P). Top row, full batch: one gradient step per pass, so P = 5

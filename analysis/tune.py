@@ -1,4 +1,4 @@
-"""Tune each objective's learning rate and main hyperparameter on held-out seeds (issue 12).
+"""Tune each objective's learning rate and main hyperparameter on held-out seeds.
 
     python -m analysis.tune            # the full tuning (see tuned.json's seconds)
     python -m analysis.tune --quick    # tiny settings, into figures/quick/data/

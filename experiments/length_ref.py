@@ -76,9 +76,9 @@ def training_rows(cfg: RefConfig) -> list[dict]:
 def prompt_ids(tokenizer, prompt: str) -> list[int]:
     """The prompt as the rounds modes render it (the tokenizer's chat template, generation
     prompt added; ``llm.prompts``)."""
-    from llm.data import _render
+    from llm.data import render_row
 
-    return _render(tokenizer, [{"role": "user", "content": prompt}], True)
+    return render_row(tokenizer, [{"role": "user", "content": prompt}], True)
 
 
 def _batch(examples: list[tuple[list[int], list[int]]], pad_id: int):

@@ -112,9 +112,10 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     max_new_tokens: int = 32
     """Generated tokens per response at most (a response stops at EOS, which it includes)."""
     eval_prompts: int = 0
-    """After every round, sample N responses from the current policy for the first this-many
-    prompts of the file and log eval/reward/mean and eval/response/length_mean (the policy's own
-    behaviour, also in offline mode); 0: none."""
+    """At the end of a round when an evaluation is due (eval_every; always after the last), sample
+    N responses from the current policy for the first this-many prompts of the file and log
+    eval/reward/mean and eval/response/length_mean (the policy's own behaviour, also in offline
+    mode); 0: none."""
     generations_per_round: int = 4
     """Samples per round written to generations.jsonl (the first prompts' samples)."""
     reward_batch_size: int = 16
@@ -224,6 +225,11 @@ def validate(c: TrainConfig) -> None:
     _require(c.logps_chunk >= 1, "logps_chunk", "must be at least 1")
     _require(c.logps_checkpoint_mb >= 0, "logps_checkpoint_mb", "must be non-negative")
     _require(c.lora_r >= 1, "lora_r", "must be at least 1")
+    for name in ("resume", "report_to"):  # out_dir='' writes nothing: nothing to resume/track
+        wanted = getattr(c, name) not in (False, "none")
+        _require(
+            bool(c.out_dir) or not wanted, name, "needs an out_dir (out_dir='' writes nothing)"
+        )
     untrackable = tracking.problem(c.report_to)  # unknown name, or its package missing
     _require(untrackable is None, "report_to", str(untrackable))
     _require(

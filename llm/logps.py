@@ -30,7 +30,7 @@ def backbone_and_head(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     return backbone, model.get_output_embeddings()
 
 
-def _logit_transform(config) -> tuple[float, float]:
+def logit_transform(config) -> tuple[float, float]:
     """(multiplier, softcap) applied to head outputs by some architectures (Cohere's
     ``logit_scale``, Granite's ``logits_scaling``, Gemma-2's ``final_logit_softcapping``)."""
     scale = float(getattr(config, "logit_scale", None) or 1.0)
@@ -62,7 +62,7 @@ def token_logps(
     checkpoint_mb: float = 0.0,
 ) -> Tensor:
     """log softmax(head(h_t))[target_t] for every position, fp32, shape (B, T)."""
-    scale, cap = _logit_transform(config)
+    scale, cap = logit_transform(config)
     b, t = targets_BT.shape
     logits_mb = b * t * head.weight.shape[0] * 4 / 2**20
     recompute = torch.is_grad_enabled() and logits_mb > checkpoint_mb

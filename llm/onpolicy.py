@@ -226,6 +226,13 @@ def _save(ses: RoundsSession, r: int) -> None:
     runs.save_checkpoint(ses.accelerator, ses.run_dir, step, ses.scheduler, ses.policy)
 
 
+def eval_due(cfg: TrainConfig, r: int) -> bool:
+    """Whether round r ends with an evaluation: the last round, or a round in whose steps
+    (r·T, (r+1)·T] a multiple of ``eval_every`` falls (the policy is sampled between rounds)."""
+    t, k = cfg.steps_per_round, cfg.eval_every
+    return r == cfg.rounds - 1 or (k > 0 and (r + 1) * t // k > r * t // k)
+
+
 def _evaluate(ses: RoundsSession, r: int) -> dict[str, float]:
     cfg, t0 = ses.cfg, time.perf_counter()
     out = evaluate_policy(
@@ -254,7 +261,7 @@ def train_round(ses: RoundsSession, r: int) -> dict:
             ses.baseline, rnd.rewards_PN, ses.cfg.baseline_decay, first=r == 0
         )
     record = round_record(ses.cfg, r, col, rnd, losses, norms, lr, time.perf_counter() - t0)
-    if ses.cfg.eval_prompts:
+    if ses.cfg.eval_prompts and eval_due(ses.cfg, r):
         record.update(_evaluate(ses, r))
     for g in generation_records(ses.cfg, ses.prompts, r, col):
         runs.append(ses.run_dir / "generations.jsonl", g)

@@ -15,7 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from llm import models
-from llm.data import DataError, _check_messages, _render, problem_kind, read_rows
+from llm.data import DataError, check_messages, problem_kind, read_rows, render_row
 from runio import UserError
 
 
@@ -50,14 +50,14 @@ def _tokenize(tokenizer, row, use_template: bool, max_prompt_len: int):
         messages = [{"role": "user", "content": p}]
         text = p
     else:
-        if problem := _check_messages(p, "prompt"):
+        if problem := check_messages(p, "prompt"):
             return problem
         if not p:
             return "empty 'prompt' message list"
         if not use_template:
             return "conversational prompt (message list) but no chat template is in use"
         messages, text = p, "\n".join(m["content"] for m in p)
-    ids = _render(tokenizer, messages, True) if use_template else tokenizer(p)["input_ids"]
+    ids = render_row(tokenizer, messages, True) if use_template else tokenizer(p)["input_ids"]
     if not ids:
         return "empty prompt after tokenisation"
     if len(ids) > max_prompt_len:

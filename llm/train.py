@@ -41,7 +41,15 @@ from llm.pairs import build_reference, dry_run, load_data, steps_plan, warn_data
 from llm.runs import result_of
 from llm.sampling import Sampler
 from llm.step import train_step
-from runio import NonFiniteError, RunResult, atomic_write, cli_entry, deferred_validation, tracking
+from runio import (
+    NonFiniteError,
+    RunResult,
+    UserError,
+    atomic_write,
+    cli_entry,
+    deferred_validation,
+    tracking,
+)
 
 
 @dataclass
@@ -144,6 +152,8 @@ def run(
     e.g. to stop a run early. Rounds modes only: ``sampler`` replaces the ``transformers``
     sampler (``llm.sampling.Sampler``), ``extra_metrics(lm, r)`` adds keys to round r's
     record (e.g. a task's exact metrics)."""
+    if not cfg.out_dir and not cfg.dry_run:
+        return _run_writing_nothing(cfg, on_step, sampler, extra_metrics)
     if cfg.mode != "pairs":
         return onpolicy.run(cfg, on_step, sampler=sampler, extra_metrics=extra_metrics)
     if sampler is not None or extra_metrics is not None:
@@ -165,6 +175,20 @@ def run(
     if acc.is_main_process:
         runs.mark_complete(ses.run_dir, record)
     return result_of(cfg, ses.run_dir, record)
+
+
+def _run_writing_nothing(cfg: TrainConfig, on_step, sampler, extra_metrics) -> RunResult:
+    """``out_dir=''``: the run in a temporary directory, removed afterwards; the result keeps
+    the metrics (its ``run_dir`` is None). One process only: each would get its own."""
+    import tempfile
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UserError("TrainConfig.out_dir: '' (write nothing) needs one process; give a dir")
+    with tempfile.TemporaryDirectory(prefix="modeseek-") as tmp:
+        result = run(cfg.replace(out_dir=tmp), on_step, sampler=sampler,
+                     extra_metrics=extra_metrics)  # fmt: skip
+    final = {k: v for k, v in result.final.items() if k != "run_dir"}
+    return RunResult(cfg, result.metrics, None, final, result.loaded)
 
 
 def _train(ses: Session, on_step: Callable[[int, dict], None] | None) -> dict:

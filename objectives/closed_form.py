@@ -15,7 +15,7 @@ from torch import Tensor
 from objectives._math import log_odds
 from objectives.pairwise import implicit_rewards, kto_reference_point, orpo
 from objectives.sampled import advantages, rwr_weights, shaped_rewards
-from objectives.trl_pairwise import _aot_pairs, bco_shift
+from objectives.trl_pairwise import aot_pairs, bco_shift
 
 
 def _pair(g_w: Tensor, g_l: Tensor) -> dict[str, Tensor]:
@@ -205,7 +205,7 @@ def _d_aot(paired: bool, c, r, rc, rr, beta, eps) -> dict[str, Tensor]:
     """∂(Σ_rows loss)/∂ℓ of row j: the derivative at the rank that row's input holds; 0 for
     rows left out of the ranking (their loss is NaN)."""
     name = "aot" if paired else "aot_unpaired"
-    delta, a_idx, b_idx, ok, scalar = _aot_pairs(
+    delta, a_idx, b_idx, ok, scalar = aot_pairs(
         name, *(x.detach() for x in (c, r, rc, rr)), paired=paired, check=False
     )
     g_sorted = beta * _d_smoothed_logistic(beta * delta, eps)

@@ -38,7 +38,7 @@ def implicit_rewards(logps: Tensor, ref_logps: Tensor | None) -> Tensor:
     return logps if ref_logps is None else logps - ref_logps.detach()
 
 
-def _check_pair(
+def check_pair(
     fn: str, chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None
 ) -> None:
     """Same shape for all given inputs, no positive log-probs (ValueError naming ``fn``)."""
@@ -52,7 +52,7 @@ def _check_pair(
     logps_not_positive(fn, **kw)
 
 
-def _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps) -> Tensor:
+def pair_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps) -> Tensor:
     """h = ρ_w - ρ_l."""
     return implicit_rewards(chosen_logps, ref_chosen_logps) - implicit_rewards(
         rejected_logps, ref_rejected_logps
@@ -118,8 +118,8 @@ def dpo(
     reference, so h = ρ_w/|y_w| - ρ_l/|y_l| (TRL's ``loss_type="sigmoid_norm"``).
     """
     _length_norm("dpo", length_norm)
-    _check_pair("dpo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    h = _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("dpo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    h = pair_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return -F.logsigmoid(beta * h)
 
 
@@ -140,8 +140,8 @@ def ipo(
     reference, h = ρ_w/|y_w| - ρ_l/|y_l|: TRL's ``loss_type="ipo"``, whose β is this τ.
     """
     _length_norm("ipo", length_norm)
-    _check_pair("ipo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    h = _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("ipo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    h = pair_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return (h - 1.0 / (2.0 * tau)) ** 2
 
 
@@ -155,7 +155,7 @@ def slic(
     lam: float = 0.0,
 ) -> Tensor:
     """SLiC-HF hinge (Zhao et al. 2023): max(0, δ - (ℓ_w - ℓ_l)) - λ ℓ_w (λ: SFT regulariser)."""
-    _check_pair("slic", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("slic", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return F.relu(delta - (chosen_logps - rejected_logps)) - lam * chosen_logps
 
 
@@ -179,7 +179,7 @@ def orpo(
     mean when the chosen sequences have equal lengths. The odds-ratio term uses ℓ̄ of the
     responses in both forms.
     """
-    _check_pair("orpo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("orpo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     ratio = log_odds(chosen_logps) - log_odds(rejected_logps)
     if nll == "response":
         return -chosen_logps - lam * F.logsigmoid(ratio)
@@ -205,7 +205,7 @@ def simpo(
     gamma: float = 1.0,
 ) -> Tensor:
     """SimPO (Meng et al. 2024, eq. 6): -log σ(β ℓ̄_w - β ℓ̄_l - γ). Needs means."""
-    _check_pair("simpo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("simpo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return -F.logsigmoid(beta * (chosen_logps - rejected_logps) - gamma)
 
 
@@ -228,7 +228,7 @@ def asft(
     push-down vanishes. λ is not given in the paper's text available to us; 0.1 is our default.
     TRL has no ASFT loss.
     """
-    _check_pair("asft", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("asft", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if not isinstance(beta, Tensor) and beta == 1.0:
         return -(1.0 + lam) * chosen_logps - lam * log1mexp(rejected_logps)
     r_w, r_l = log_odds(chosen_logps), log_odds(rejected_logps)
@@ -311,7 +311,7 @@ def kto(
     which treats the pair's two responses as separate examples and averages over them: half the
     sum, so the batch mean of this equals TRL's mean over the batch's 2B responses.
     """
-    _check_pair("kto", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("kto", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     if form not in ("paired", "unpaired"):
         raise ValueError(f"kto: form must be 'paired' or 'unpaired', got {form!r}")
     rho_w = implicit_rewards(chosen_logps, ref_chosen_logps)

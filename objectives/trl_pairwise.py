@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from objectives._math import as_tensor_like
-from objectives.pairwise import _check_pair, _margin, implicit_rewards
+from objectives.pairwise import check_pair, implicit_rewards, pair_margin
 
 
 def _rhos(c, r, rc, rr) -> tuple[Tensor, Tensor]:
@@ -40,8 +40,8 @@ def hinge(
     """Reference-based hinge, max(0, 1 - β h) (SLiC's hinge on DPO's implicit margin, as in RSO,
     Liu et al. 2024, and TRL's ``loss_type="hinge"``). Without a reference it is β times
     ``slic`` with δ = 1/β."""
-    _check_pair("hinge", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    h = _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("hinge", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    h = pair_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return F.relu(1 - beta * h)
 
 
@@ -56,7 +56,7 @@ def nca_pair(
     """NCA on pairs (Chen et al. 2024, *Noise Contrastive Alignment*), TRL's ``nca_pair``:
     -log σ(β ρ_w) - ½ log σ(-β ρ_w) - ½ log σ(-β ρ_l). Each response's own ρ, not only the
     margin: it raises ρ_w towards a bounded value and lowers ρ_l."""
-    _check_pair("nca_pair", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("nca_pair", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     rho_w, rho_l = _rhos(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     r_w, r_l = beta * rho_w, beta * rho_l
     return -F.logsigmoid(r_w) - 0.5 * F.logsigmoid(-r_w) - 0.5 * F.logsigmoid(-r_l)
@@ -93,7 +93,7 @@ def bco_pair(
     mean); None for this batch's mean of β ρ_w and β ρ_l (``bco_shift``; a one-batch running
     mean). The default 0 is TRL 1.16's ``loss_type="bco_pair"``, which has no shift.
     """
-    _check_pair("bco_pair", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("bco_pair", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     rho_w, rho_l = _rhos(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     d = bco_shift(rho_w, rho_l, beta, delta)
     return -F.logsigmoid(beta * rho_w - d) - F.logsigmoid(-(beta * rho_l - d))
@@ -112,8 +112,8 @@ def robust(
     debiased for labels flipped with probability ε ∈ [0, ½),
     [-(1-ε) log σ(β h) + ε log σ(-β h)] / (1 - 2ε). ε = 0 is DPO; 0.1 is the paper's typical
     value (TRL's ``label_smoothing`` is this ε)."""
-    _check_pair("robust", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    x = beta * _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("robust", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    x = beta * pair_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return (-(1 - eps) * F.logsigmoid(x) + eps * F.logsigmoid(-x)) / (1 - 2 * eps)
 
 
@@ -130,8 +130,8 @@ def exo_pair(
     Alignment*, eq. 16 with K = 2), TRL's ``exo_pair``: KL(q ‖ p) between q = (σ(β h), σ(-β h))
     and the smoothed label p = (1-ε, ε): q_w (log q_w - log(1-ε)) + q_l (log q_l - log ε).
     ε ∈ (0, 1) (TRL's ``label_smoothing``; the paper suggests 1e-3, our default)."""
-    _check_pair("exo_pair", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    x = beta * _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("exo_pair", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    x = beta * pair_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     e = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
     q_w, q_l = torch.sigmoid(x), torch.sigmoid(-x)
     return q_w * (F.logsigmoid(x) - torch.log1p(-e)) + q_l * (F.logsigmoid(-x) - torch.log(e))
@@ -149,7 +149,7 @@ def sppo_hard(
     eq. 4.7 with P = 1 for y_w and 0 for y_l), TRL's ``sppo_hard``:
     (ρ_w - 1/(2β))² + (ρ_l + 1/(2β))². β = 1/η of the paper. ρ is against the reference (the
     previous iterate π_t in the paper)."""
-    _check_pair("sppo_hard", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("sppo_hard", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     rho_w, rho_l = _rhos(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     half = 0.5 / beta
     return (rho_w - half) ** 2 + (rho_l + half) ** 2
@@ -166,7 +166,7 @@ def apo_zero(
     """APO-zero (D'Oosterlinck et al. 2024, *Anchored Preference Optimization*, eq. 7), TRL's
     ``apo_zero``: 1 - σ(β ρ_w) + σ(β ρ_l). Raises y_w and lowers y_l, each anchored at ρ = 0
     (for chosen responses better than the model's own)."""
-    _check_pair("apo_zero", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("apo_zero", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     rho_w, rho_l = _rhos(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return 1 - torch.sigmoid(beta * rho_w) + torch.sigmoid(beta * rho_l)
 
@@ -182,7 +182,7 @@ def apo_down(
     """APO-down (D'Oosterlinck et al. 2024, eq. 8), TRL's ``apo_down``:
     σ(β ρ_w) + 1 - σ(β h). Lowers y_w and y_l, y_l more (for chosen responses worse than the
     model's own)."""
-    _check_pair("apo_down", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("apo_down", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     rho_w, rho_l = _rhos(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return torch.sigmoid(beta * rho_w) + 1 - torch.sigmoid(beta * (rho_w - rho_l))
 
@@ -202,8 +202,8 @@ def discopop(
     and exponential losses. Computed as σ(-x/τ)·softplus(-x) + exp(log σ(x/τ) - x), finite
     where the literal form gives ∞·0 (x → -∞ with τ < 1). τ (TRL's ``discopop_tau``): the
     paper's 0.05."""
-    _check_pair("discopop", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
-    x = beta * _margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair("discopop", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    x = beta * pair_margin(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
     return torch.sigmoid(-x / tau) * F.softplus(-x) + torch.exp(F.logsigmoid(x / tau) - x)
 
 
@@ -225,7 +225,7 @@ def _sorted_pairing(a: Tensor, b: Tensor, ok: Tensor) -> tuple[Tensor, Tensor, T
     return delta, a_idx, b_idx, ok_sorted
 
 
-def _aot_pairs(
+def aot_pairs(
     fn: str, c, r, rc, rr, paired: bool, check: bool = True
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, bool]:
     """The sorted differences of ``aot``/``aot_unpaired``; the last axis is the batch (a 0-d
@@ -234,7 +234,7 @@ def _aot_pairs(
     partials, which like the others accept broadcastable inputs) broadcasts instead of
     refusing different shapes."""
     if check:
-        _check_pair(fn, c, r, rc, rr)
+        check_pair(fn, c, r, rc, rr)
     else:
         c, r, rc, rr = torch.broadcast_tensors(*(torch.as_tensor(x) for x in (c, r, rc, rr)))
     scalar = c.dim() == 0
@@ -273,7 +273,7 @@ def aot(
     holds, so the batch mean is TRL's loss; ∂(sum)/∂ℓ of row j is that rank's derivative. A
     row with a non-finite input is left out of the ranking and gets NaN.
     """
-    delta, a_idx, _, ok, scalar = _aot_pairs(
+    delta, a_idx, _, ok, scalar = aot_pairs(
         "aot", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, paired=True
     )
     loss = _unsort(_smoothed_logistic(beta * delta, eps), a_idx)
@@ -296,7 +296,7 @@ def aot_unpaired(
     ``aot``. Row j's entry is the loss of the rank its ρ_w holds (so the batch mean is TRL's);
     its ρ_l enters the rank it holds among the ρ_l. Non-finite rows are left out and get NaN.
     """
-    delta, a_idx, _, ok, scalar = _aot_pairs(
+    delta, a_idx, _, ok, scalar = aot_pairs(
         "aot_unpaired",
         chosen_logps,
         rejected_logps,

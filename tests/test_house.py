@@ -188,3 +188,25 @@ def test_both_runs_return_the_same_result_type(tmp_path):
     assert bandit["reward/expected"] == bandit.metrics["reward/expected"].iloc[-1]
     lm = llm.run(llm.TrainConfig(dry_run=True, out_dir=str(tmp_path)))  # data checked, no model
     assert isinstance(lm, RunResult) and lm.config.dry_run and "data" in lm
+
+
+def test_readme_file_map_matches_the_tree():
+    """Every path in README's file map exists, and every library, experiment and benchmark
+    module is named by a row (itself or its folder)."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## File map") : text.index("## Dimension key")]
+    named = {m for row in table.splitlines() if row.startswith("| `")
+             for m in re.findall(r"`([\w./-]+)`", row.split("|")[1])}  # fmt: skip
+    missing = sorted(p for p in named if not (ROOT / p).exists())
+    assert not missing, missing
+    modules = [p for pkg in (*LIBRARY, "experiments", "bench") for p in (ROOT / pkg).rglob("*.py")
+               if p.name != "__init__.py" or p.parent.name in ("toy", "llm", "errors")]  # fmt: skip
+    unnamed = []
+    for path in modules:
+        rel = path.relative_to(ROOT)
+        folders = {str(rel.parents[i]) + "/" for i in range(len(rel.parents) - 1)}
+        if str(rel) not in named and not folders & named:
+            unnamed.append(str(rel))
+    assert not unnamed, unnamed

@@ -359,7 +359,7 @@ def test_on_policy_reinforce_shortens_responses_more_than_offline(tmp_path):
     cap) below 4 (measured: 2.0); offline, on the reference's samples, barely moves it (11.9)."""
     common = dict(objective="reinforce", reward="length_min", rounds=6, prompts_per_round=8,
                   samples_per_prompt=8, steps_per_round=2, max_new_tokens=16, lr=1e-2,
-                  lr_scheduler="constant_with_warmup", eval_prompts=16)  # fmt: skip
+                  lr_scheduler="constant_with_warmup", eval_prompts=16, eval_every=2)  # fmt: skip
     on = records(run(cfg(tmp_path, mode="on_policy", name="on", **common))["run_dir"])
     off = records(run(cfg(tmp_path, mode="offline", name="off", **common))["run_dir"])
     key = "eval/response/length_mean"  # the policy's own samples after each round
@@ -400,3 +400,25 @@ def test_lora_runs_with_the_adapter_reference(tmp_path):
     assert meta["reference"] == "adapter"
     recs = records(res["run_dir"])
     assert recs[0]["policy/kl_ref"] == 0 and recs[-1]["policy/kl_ref"] != 0  # adapters moved
+
+
+def test_eval_every_counts_optimiser_steps_in_the_rounds_modes():
+    """A round ends with an evaluation when a multiple of eval_every falls in its T steps, and
+    the last round always: T = 2, eval_every = 3 → rounds 1 (step 3), 2 (6), 4 (9, last)."""
+    from llm.onpolicy import eval_due
+
+    c = TrainConfig(mode="on_policy", rounds=5, steps_per_round=2, eval_every=3)
+    assert [r for r in range(5) if eval_due(c, r)] == [1, 2, 4]
+    assert [r for r in range(5) if eval_due(c.replace(eval_every=0), r)] == [4]
+    assert all(eval_due(c.replace(eval_every=1), r) for r in range(5))
+
+
+def test_out_dir_empty_writes_nothing_and_returns_the_metrics(tmp_path, monkeypatch):
+    """out_dir='' means what it means for the bandit: the result only, no run directory."""
+    monkeypatch.chdir(tmp_path)
+    result = run(cfg(tmp_path, out_dir="", eval_prompts=2, eval_every=2))
+    assert result.run_dir is None and "run_dir" not in result
+    assert list(result.metrics["step"]) == [2, 4] and list(tmp_path.iterdir()) == []
+    assert "eval/reward/mean" in result and result["step"] == 4
+    with pytest.raises(UserError, match="resume: needs an out_dir"):
+        cfg(tmp_path, out_dir="", resume=True)

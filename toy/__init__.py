@@ -6,8 +6,9 @@ objective of ``objectives`` through Algorithm 1's rounds (``rounds``), with exac
 >>> result["reward/expected"]  # the last step, mean over the seeds
 
 The public surface: ``BanditConfig`` and ``preset`` (``PRESETS``), ``run`` (one config, its
-seeds batched; returns a ``RunResult``), ``sweep`` (a grid of configs, batched). Names load on
-first use, so importing one submodule does not import the others.
+seeds batched; returns a ``RunResult``), and the module ``sweep`` (``toy.sweep.sweep(base, grid,
+seeds)``: a grid of configs × seeds as batched computations; ``python -m toy.sweep`` its command
+line). Names load on first use, so importing one submodule does not import the others.
 """
 
 from __future__ import annotations
@@ -20,16 +21,18 @@ _PUBLIC = {
     "preset": "toy.config",
     "run": "toy.train",
     "RunResult": "toy.train",
-    "sweep": "toy.sweep",
 }
-__all__ = sorted(_PUBLIC)
+_MODULES = ("sweep",)
+__all__ = sorted((*_PUBLIC, *_MODULES))
 
 
 def __getattr__(name: str):
+    if name in _MODULES:  # a submodule, as ``import toy.sweep`` would bind it
+        return importlib.import_module(f"toy.{name}")
     if name in _PUBLIC:
         return getattr(importlib.import_module(_PUBLIC[name]), name)
     raise AttributeError(f"module 'toy' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_PUBLIC))
+    return sorted(set(globals()) | set(_PUBLIC) | set(_MODULES))

@@ -63,7 +63,7 @@ def autograd_partials(
     if obj.needs_ref:
         kw["ref_chosen_logps"] = torch.log(torch.as_tensor(ref_w, dtype=xw.dtype)).expand_as(xw)
         kw["ref_rejected_logps"] = torch.log(torch.as_tensor(ref_l, dtype=xw.dtype)).expand_as(xl)
-    kw = {k: v for k, v in kw.items() if k in set(obj.inputs) | set(obj.optional_inputs)}
+    kw = obj.select_inputs(kw, hparams)
     g_w, g_l = torch.autograd.grad(obj(**kw, **hparams).sum(), (xw, xl), allow_unused=True)
     return g_w, (torch.zeros_like(xl) if g_l is None else g_l)
 

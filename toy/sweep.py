@@ -161,10 +161,9 @@ def _check_row_safe(obj, name: str) -> bool:
         "ref_logps": logp * 0.9, "chosen_logps": logp, "rejected_logps": logp * 1.3 - 0.1,
         "ref_chosen_logps": logp * 0.8, "ref_rejected_logps": logp * 1.2,
     }  # fmt: skip
-    wanted = set(obj.inputs) | set(obj.optional_inputs)
-    args = {k: v for k, v in inputs.items() if k in wanted}
     values = [max(float(default), 0.05) * 1.0, max(float(default), 0.05) * 0.5]
     try:
+        args = obj.select_inputs(inputs)
         tensor = torch.tensor(values).view(2, *[1] * (len(shape) - 1))
         batched = obj.fn(**args, **{name: tensor})
         rows = [obj.fn(**{k: v[i : i + 1] for k, v in args.items()}, **{name: values[i]})

@@ -7,7 +7,7 @@
 The bandit's tensors are tiny (a 110k-parameter MLP on 10 contexts per row), so a step is bound
 by per-operation overhead, not arithmetic: a second intra-op thread buys little on an idle
 machine and, when other processes keep the cores busy, each parallel region waits for a
-descheduled worker thread and the run collapses (issue 12: 5 min 8 s instead of 4.9 s).
+descheduled worker thread and the run collapses (seen here: 5 min 8 s instead of 4.9 s).
 
 Rule: one intra-op thread for every batch size (``MULTI_THREAD_ROWS`` is the switch for larger
 problems), and, when a CPU is left free, one worker thread that evaluates the metrics

@@ -88,7 +88,7 @@ class DataError(UserError):
         self.path, self.row, self.problem = path, row, problem
 
 
-def _check_messages(msgs: object, key: str) -> str | None:
+def check_messages(msgs: object, key: str) -> str | None:
     if not isinstance(msgs, list):
         return f"{key!r} must be a string or a list of messages, got {type(msgs).__name__}"
     for j, m in enumerate(msgs):
@@ -176,11 +176,11 @@ def _pair_parts(row: dict, explicit: bool) -> _Parts | str:
                 return f"empty {key!r} response{shared}"
         return _Parts(prompt, [("chosen", chosen), ("rejected", rejected)])
     for key in ("chosen", "rejected"):
-        if problem := _check_messages(row[key], key):
+        if problem := check_messages(row[key], key):
             return problem
     chosen, rejected = row["chosen"], row["rejected"]
     if row.get("prompt") is not None:
-        if problem := _check_messages(row["prompt"], "prompt"):
+        if problem := check_messages(row["prompt"], "prompt"):
             return problem
         prompt = row["prompt"]
     else:  # implicit prompt: the longest shared prefix of messages
@@ -213,7 +213,7 @@ def _single_parts(row: dict, key: str, prompt_optional: bool) -> _Parts | str:
             return f"empty {key!r} response"
         return _Parts(prompt, [(key, resp)])
     for k in ("prompt", key):
-        if problem := _check_messages(row[k], k):
+        if problem := check_messages(row[k], k):
             return problem
     if problem := _check_response(key, resp):
         return problem
@@ -234,7 +234,7 @@ def _lm_parts(row: dict, key: str | None = None) -> _Parts | str:
         if not value.strip():
             return f"empty {key!r} text"
         return _Parts(None, [(key, value)])
-    if problem := _check_messages(value, key):
+    if problem := check_messages(value, key):
         return problem
     last = max((j for j, m in enumerate(value) if m["role"] == "assistant"), default=None)
     if last is None:

@@ -52,7 +52,7 @@ class DataReport:
     """Unpaired rows: counts of desirable and undesirable rows and of the pairs matched."""
 
 
-def _render(tokenizer, messages: list, generation_prompt: bool) -> list[int]:
+def render_row(tokenizer, messages: list, generation_prompt: bool) -> list[int]:
     text = tokenizer.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=generation_prompt
     )
@@ -60,10 +60,10 @@ def _render(tokenizer, messages: list, generation_prompt: bool) -> list[int]:
 
 
 def _template_ids(tokenizer, prompt: list, responses: list) -> tuple[list, list] | str:
-    prompt_ids = _render(tokenizer, prompt, generation_prompt=True)
+    prompt_ids = render_row(tokenizer, prompt, generation_prompt=True)
     out = []
     for key, resp in responses:
-        full = _render(tokenizer, prompt + resp, generation_prompt=False)
+        full = render_row(tokenizer, prompt + resp, generation_prompt=False)
         if full[: len(prompt_ids)] != prompt_ids:
             return f"chat template: the rendered prompt is not a token prefix of the {key} one"
         out.append(full[len(prompt_ids) :])

@@ -104,7 +104,7 @@ class DiagnoseConfig(LoraOptions, DataOptions, ModelOptions):
         )
 
 
-def _require(ok: bool, name: str, message: str) -> None:
+def require_field(ok: bool, name: str, message: str) -> None:
     if not ok:
         raise UserError(f"DiagnoseConfig.{name}: {message}")
 
@@ -114,14 +114,14 @@ def parse_hp(names: tuple[str, ...], items: tuple[str, ...]) -> dict[str, dict]:
     out: dict[str, dict] = {n: {} for n in names}
     for item in items:
         key, sep, value = str(item).partition("=")
-        _require(bool(sep), "hp", f"expected key=value or objective.key=value, got {item!r}")
+        require_field(bool(sep), "hp", f"expected key=value or objective.key=value, got {item!r}")
         target, dot, bare = key.partition(".")
         if dot:
-            _require(target in out, "hp", f"{item!r} names {target!r}, not a listed objective")
+            require_field(target in out, "hp", f"{item!r} names {target!r}, not a listed objective")
             out[target].update(objectives.get(target).parse_hparams([f"{bare}={value}"]))
             continue
         takers = [n for n in names if key.strip() in objectives.get(n).defaults]
-        _require(bool(takers), "hp", f"no listed objective {list(names)} has {key!r}")
+        require_field(bool(takers), "hp", f"no listed objective {list(names)} has {key!r}")
         for n in takers:
             out[n].update(objectives.get(n).parse_hparams([f"{key}={value}"]))
     return {n: {**objectives.get(n).defaults, **hp} for n, hp in out.items()}
@@ -133,7 +133,7 @@ def check_objective(name: str, hp: dict) -> None:
     batch) and settings that need inputs beyond the pair's four log-probs (ORPO ``nll=all``,
     KTO ``z0=mismatched``) are refused."""
     obj = objectives.get(name)
-    _require(
+    require_field(
         not obj.batch_coupled,
         "objective",
         f"{name!r} is batch-coupled (a pair's loss and gradient depend on the other pairs of its "
@@ -141,7 +141,7 @@ def check_objective(name: str, hp: dict) -> None:
     )
     extra = sorted(set(obj.required_inputs(hp)) - set(objectives.registry.PAIR_INPUTS))
     setting = ", ".join(f"{k}={hp[k]}" for k in obj.hp_inputs if k in hp)
-    _require(
+    require_field(
         not extra,
         "hp",
         f"{name!r} with {setting} needs {extra}, which llm.diagnose does not compute; "
@@ -153,39 +153,39 @@ def validate(c: DiagnoseConfig) -> None:
     """Raise a ``UserError`` naming the first invalid field."""
     if c.summary_of is not None:
         return
-    _require(bool(c.objective), "objective", "list at least one objective")
+    require_field(bool(c.objective), "objective", "list at least one objective")
     for name in c.objective:
-        _require(
+        require_field(
             name in objectives.OBJECTIVES,
             "objective",
             f"unknown {name!r}; choose from {sorted(objectives.OBJECTIVES)}",
         )
         ok = [k for k, o in sorted(objectives.OBJECTIVES.items()) if o.data in PAIR_KINDS]
-        _require(
+        require_field(
             objectives.get(name).data in PAIR_KINDS,
             "objective",
             f"{name!r} consumes scored groups, not pairs; choose from {ok}",
         )
-    _require(len(set(c.objective)) == len(c.objective), "objective", "listed twice")
+    require_field(len(set(c.objective)) == len(c.objective), "objective", "listed twice")
     for name, hp in c.hparams().items():
         check_objective(name, hp)
-    _require(math.isfinite(c.eta) and c.eta > 0, "eta", f"must be positive, got {c.eta}")
+    require_field(math.isfinite(c.eta) and c.eta > 0, "eta", f"must be positive, got {c.eta}")
     for name in ("last_k", "verify_steps"):
-        _require(getattr(c, name) >= 1, name, f"must be at least 1, got {getattr(c, name)}")
-    _require(c.batch_max_gib > 0, "batch_max_gib", f"must be positive, got {c.batch_max_gib}")
+        require_field(getattr(c, name) >= 1, name, f"must be at least 1, got {getattr(c, name)}")
+    require_field(c.batch_max_gib > 0, "batch_max_gib", f"must be positive, got {c.batch_max_gib}")
     for name in ("n_pairs", "top"):
-        _require(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
-    _require(
+        require_field(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
+    require_field(
         c.risk_objective is None or c.risk_objective in c.objective,
         "risk_objective",
         f"{c.risk_objective!r} is not among --objective {list(c.objective)}",
     )
     if c.lora:
-        _require(
+        require_field(
             c.params in ("auto", "lora"),
             "params",
             f"under --lora the trained weights are the adapters: use lora, not {c.params!r}",
         )
     else:
-        _require(c.params != "lora", "params", "'lora' needs --lora")
+        require_field(c.params != "lora", "params", "'lora' needs --lora")
     c.train_config()  # the shared model/data fields, checked by TrainConfig's rules

@@ -9,8 +9,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-from llm.diagnose.config import _require
-from llm.logps import _logit_transform, backbone_and_head
+from llm.diagnose.config import require_field
+from llm.logps import backbone_and_head, logit_transform
 from runio import UserError
 
 
@@ -29,7 +29,7 @@ def response_forward(model: nn.Module, prompt: list[int], response: list[int], d
     logits_KV = head(h_KH)
     if logits_KV.dtype in (torch.float16, torch.bfloat16):
         logits_KV = logits_KV.float()
-    scale, cap = _logit_transform(getattr(model, "config", None))
+    scale, cap = logit_transform(getattr(model, "config", None))
     if scale != 1.0:
         logits_KV = logits_KV * scale
     if cap:
@@ -62,7 +62,7 @@ def select_params(model: nn.Module, kind: str, last_k: int = 1) -> list[tuple[st
         chosen = [(n, p) for n, p in model.named_parameters() if "lora_" in n]
     elif kind == "last-k":
         blocks = transformer_blocks(model)
-        _require(last_k <= len(blocks), "last_k", f"the model has {len(blocks)} blocks")
+        require_field(last_k <= len(blocks), "last_k", f"the model has {len(blocks)} blocks")
         keep = {id(p) for b in list(blocks)[-last_k:] for p in b.parameters()}
         chosen = [(n, p) for n, p in model.named_parameters() if id(p) in keep]
     else:
@@ -75,12 +75,12 @@ def select_params(model: nn.Module, kind: str, last_k: int = 1) -> list[tuple[st
     return chosen
 
 
-def _grads(value: Tensor, params: list[Tensor]) -> list[Tensor]:
+def param_grads(value: Tensor, params: list[Tensor]) -> list[Tensor]:
     gs = torch.autograd.grad(value, params, allow_unused=True)
     return [torch.zeros_like(p) if g is None else g for p, g in zip(params, gs)]
 
 
-def _dot(a: list[Tensor], b: list[Tensor]) -> float:
+def flat_dot(a: list[Tensor], b: list[Tensor]) -> float:
     return float(sum((x.double() * y.double()).sum() for x, y in zip(a, b)))
 
 
@@ -102,9 +102,9 @@ def pair_quantities(model, params: list[Tensor], ex, device) -> dict:
     and the gradient inner products; also returns the two gradients (lists over ``params``)
     under ``_g_w``/``_g_l``. Cost: one forward and one backward per response."""
     lw, nw, s_w = response_forward(model, ex.prompt_ids, ex.chosen_ids, device)
-    g_w = _grads(lw, params)
+    g_w = param_grads(lw, params)
     ll, nl, s_l = response_forward(model, rejected_prompt(ex), ex.rejected_ids, device)
-    g_l = _grads(ll, params)
+    g_l = param_grads(ll, params)
     lw, ll = lw.item(), ll.item()
     return {
         "len_w": nw,
@@ -117,15 +117,15 @@ def pair_quantities(model, params: list[Tensor], ex, device) -> dict:
         "P_l": math.exp(ll / nl),
         "ches": ches(s_w, s_l),
         "ches_norm": ches(s_w, s_l, nw, nl),
-        "grad_ww": _dot(g_w, g_w),
-        "grad_ll": _dot(g_l, g_l),
-        "grad_wl": _dot(g_w, g_l),
+        "grad_ww": flat_dot(g_w, g_w),
+        "grad_ll": flat_dot(g_l, g_l),
+        "grad_wl": flat_dot(g_w, g_l),
         "_g_w": g_w,
         "_g_l": g_l,
     }
 
 
-def _flatten(grads: list[Tensor]) -> Tensor:
+def flatten_grads(grads: list[Tensor]) -> Tensor:
     """One CPU vector of the gradients, in the parameters' floating dtype (at least float32)."""
     dtype = torch.promote_types(grads[0].dtype, torch.float32)
     return torch.cat([g.detach().reshape(-1).to("cpu", dtype) for g in grads])

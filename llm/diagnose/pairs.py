@@ -10,8 +10,8 @@ import pandas as pd
 import torch
 from torch import Tensor
 
-from llm.diagnose.config import _require
-from llm.diagnose.gradients import _dot, _flatten, pair_quantities
+from llm.diagnose.config import require_field
+from llm.diagnose.gradients import flat_dot, flatten_grads, pair_quantities
 from llm.diagnose.prediction import objective_terms
 from llm.diagnose.verification import batch_terms, verify_pair
 
@@ -43,7 +43,7 @@ def diagnose_pairs(
     if batch_step:
         size = torch.promote_types(params[0].dtype, torch.float32).itemsize
         need = len(examples) * 2 * n_params * size / 2**30
-        _require(
+        require_field(
             need <= batch_max_gib,
             "batch_step",
             f"stores 2 gradients per pair: {len(examples)} pairs × {n_params:,} parameters need "
@@ -56,7 +56,7 @@ def diagnose_pairs(
         q = pair_quantities(model, params, ex, device)
         g_w, g_l = q.pop("_g_w"), q.pop("_g_l")
         if batch_step:
-            flat += [_flatten(g_w), _flatten(g_l)]
+            flat += [flatten_grads(g_w), flatten_grads(g_l)]
         if sum_w is None:
             sum_w, sum_l = [g.clone() for g in g_w], [g.clone() for g in g_l]
         else:
@@ -94,7 +94,11 @@ def diagnose_pairs(
 
 def _lemma(sum_w, sum_l, n: int) -> dict:
     """Paper A's Lemma 6.2 quantity over the diagnosed pairs: E[∇ℓ_w]ᵀE[∇ℓ_l] (and norms)."""
-    ww, ll, wl = _dot(sum_w, sum_w) / n**2, _dot(sum_l, sum_l) / n**2, _dot(sum_w, sum_l) / n**2
+    ww, ll, wl = (
+        flat_dot(sum_w, sum_w) / n**2,
+        flat_dot(sum_l, sum_l) / n**2,
+        flat_dot(sum_w, sum_l) / n**2,
+    )
     return {
         "mean_grad_wl": wl,
         "mean_grad_ww": ww,

@@ -82,8 +82,7 @@ def objective_loss(name: str, hp: dict, lw: Tensor, ll: Tensor, nw: int, nl: int
     if obj.needs_ref:
         inputs["ref_chosen_logps"] = one(_convention(obj, hp, q0["logp_w"], nw)).to(live_w)
         inputs["ref_rejected_logps"] = one(_convention(obj, hp, q0["logp_l"], nl)).to(live_l)
-    wanted = set(obj.inputs) | set(obj.optional_inputs)
-    return obj(**{k: v for k, v in inputs.items() if k in wanted}, **hp).sum()
+    return obj(**obj.select_inputs(inputs, hp), **hp).sum()
 
 
 def loss_partials(name: str, hp: dict, q0: dict) -> tuple[float, float]:

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 import objectives
-from llm.diagnose.gradients import _grads, gram, rejected_prompt, response_forward
+from llm.diagnose.gradients import gram, param_grads, rejected_prompt, response_forward
 from llm.diagnose.prediction import loss_partials, objective_loss
 
 
@@ -57,7 +57,7 @@ def verify_pair(
                 out["meas_dlogp_l_k"] = ll.item() - q0["logp_l"]
             if train:
                 loss = objective_loss(name, hp, lw, ll, nw, nl, q0)
-                step = _grads(loss, params)
+                step = param_grads(loss, params)
                 with torch.no_grad():
                     for p, g in zip(params, step):
                         p.add_(g.to(p.dtype), alpha=-eta)
