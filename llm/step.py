@@ -109,7 +109,7 @@ def process_gather(accelerator) -> Callable[[Tensor], Tensor] | None:
     return gather
 
 
-def objective_inputs(
+def pair_inputs(
     obj: Objective,
     sums_2B: Tensor,
     counts_2B: Tensor,
@@ -118,7 +118,8 @@ def objective_inputs(
     full_chosen: tuple[Tensor, Tensor] | None = None,
     mismatched: tuple[Tensor, Tensor, Tensor, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """The keyword tensors ``obj.fn`` takes, from concatenated [chosen; rejected] log-prob sums
+    """The offline-pairs mode's inputs (a round's are ``rounds.objective_inputs``): the keyword
+    tensors ``obj.fn`` takes, from concatenated [chosen; rejected] log-prob sums
     and token counts (and the reference's, if any; ``full_chosen``: the chosen rows' sums and
     counts over every token after the first; ``mismatched``: (policy sums, counts, reference
     sums, counts) of the mismatched rows, any length). Raises if a required input is
@@ -204,7 +205,7 @@ def batch_loss(
         full = policy(ids, att, att)  # every token after the first: prompt and response
     if "kl_logps" in required:
         mismatched = mismatched_logps(policy, reference, batch, split, gather, max_len)
-    inputs = objective_inputs(obj, sums_2B, counts_2B, ref, hparams, full, mismatched)
+    inputs = pair_inputs(obj, sums_2B, counts_2B, ref, hparams, full, mismatched)
     loss_B = obj.fn(**inputs, **hparams)
     return loss_B, pair_stats(obj, loss_B, sums_2B, counts_2B, ref, hparams)
 

@@ -19,7 +19,7 @@ from llm.config import TrainConfig
 from llm.data import Example, collate
 from llm.logps import PolicyLogps
 from llm.reference import LiveReference, NoReference, PrecomputedReference
-from llm.step import batch_loss, objective_inputs
+from llm.step import batch_loss, pair_inputs
 from runio import UserError
 
 OFFLINE = sorted(k for k, o in objectives.OBJECTIVES.items() if o.data != "groups")
@@ -92,7 +92,7 @@ def test_multi_token_responses_use_sums_or_means(name):
         sums, counts = policy(*args)
         ref_sums, ref_counts = ref(*args)
     assert counts.tolist() == [4, 1, 1, 2]
-    inputs = objective_inputs(obj, sums, counts, (ref_sums, ref_counts) if obj.needs_ref else None)
+    inputs = pair_inputs(obj, sums, counts, (ref_sums, ref_counts) if obj.needs_ref else None)
     expected = sums / counts if name in MEAN_OBJECTIVES else sums
     torch.testing.assert_close(inputs["chosen_logps"], expected[:2])
     if obj.data == "pairs":
@@ -102,7 +102,7 @@ def test_multi_token_responses_use_sums_or_means(name):
         ref_expected = ref_sums / ref_counts if name in MEAN_OBJECTIVES else ref_sums
         torch.testing.assert_close(inputs["ref_rejected_logps"], ref_expected[2:])
         with pytest.raises(ValueError, match=r"needs .*ref_chosen_logps"):
-            objective_inputs(obj, sums, counts, None)
+            pair_inputs(obj, sums, counts, None)
 
 
 @pytest.mark.parametrize("name", GROUPS)
@@ -131,14 +131,14 @@ def test_length_norm_switch_feeds_means(name):
     counts = torch.tensor([4.0, 1.0, 3.0, 2.0])
     ref = (torch.tensor([-2.0, -1.0, -3.0, -4.0]), counts)
     hp = {"length_norm": "mean"}
-    inputs = objective_inputs(obj, sums, counts, ref if obj.needs_ref else None, hp)
+    inputs = pair_inputs(obj, sums, counts, ref if obj.needs_ref else None, hp)
     torch.testing.assert_close(inputs["chosen_logps"], torch.tensor([-1.0, -3.0]))
     if obj.needs_ref:
         torch.testing.assert_close(inputs["ref_rejected_logps"], torch.tensor([-1.0, -2.0]))
         stats = step.pair_stats(obj, torch.zeros(2), sums, counts, ref, hp)
         # ρ_w = ℓ̄_w - ℓ̄_ref: (-1 - -0.5, -3 - -1) = (-0.5, -2)
         torch.testing.assert_close(stats[:, 7], torch.tensor([-0.5, -2.0]))
-    default = objective_inputs(obj, sums, counts, ref if obj.needs_ref else None)
+    default = pair_inputs(obj, sums, counts, ref if obj.needs_ref else None)
     torch.testing.assert_close(default["chosen_logps"], sums[:2])
 
 

@@ -485,11 +485,9 @@ def test_cli_unpaired_kto_and_refusals(tmp_path, capsys, monkeypatch):
 
 
 def test_plot_style_is_the_figures():
-    """llm.diagnose.plot keeps its own copy of the figures' palette and names (the library does
-    not import analysis/): it must agree with analysis.common's."""
+    """The diagnose plot names objectives as every figure does (one palette, the papers' names)."""
     from analysis import common
     from llm.diagnose import plot
 
-    assert plot.PALETTE == common.PALETTE
-    assert plot.DISPLAY_NAMES == common.DISPLAY_NAMES
+    assert plot.PALETTE is common.PALETTE and plot.DISPLAY_NAMES is common.DISPLAY_NAMES
     assert all(plot.display_name(k) == common.label(k) for k in [*common.DISPLAY_NAMES, "x"])

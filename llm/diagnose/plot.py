@@ -4,8 +4,7 @@ objective (colour; marker: the pair's group), CHES against the measured Δlog π
 SGD step, and the first-order prediction of Δlog π(y_w), Δlog π(y_l) against the measured change;
 one row per step (each pair alone, ``batch_``: the batch of all pairs).
 
-The palette, display names and theme are the figures' own (``analysis.common``'s, which the
-library does not import; ``tests/test_llm_diagnose.py`` checks that they agree)."""
+The palette and display names are every figure's (``objectives.display``)."""
 
 from __future__ import annotations
 
@@ -20,55 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.lines import Line2D
 
-# One colour per objective, the same in every figure.
-PALETTE = {
-    "sft": "#7f7f7f",
-    "bon": "#1f77b4",
-    "bon_pushdown": "#17becf",
-    "rwr": "#bcbd22",
-    "reinforce": "#9467bd",
-    "ppo": "#e377c2",
-    "dpo": "#d62728",
-    "ipo": "#ff7f0e",
-    "slic": "#8c564b",
-    "orpo": "#393b79",
-    "simpo": "#637939",
-    "asft": "#2ca02c",
-    "kto": "#e7ba52",
-}
-# The names the papers use, for legends and titles (docs/science.md's objectives table; TRL's
-# loss types by their papers' names). Figures never print a registry key: ``display_name(key)``.
-DISPLAY_NAMES = {
-    "sft": "SFT (Pref-FT)",
-    "bon": "BoN (filtered BC)",
-    "bon_pushdown": "BoN + push-down",
-    "rwr": "RWR",
-    "reinforce": "REINFORCE",
-    "ppo": "PPO",
-    "dpo": "DPO",
-    "ipo": "IPO",
-    "slic": "SLiC-HF",
-    "orpo": "ORPO",
-    "simpo": "SimPO",
-    "asft": "ASFT",
-    "kto": "KTO",
-    "hinge": "hinge (RSO)",
-    "nca_pair": "NCA",
-    "bco_pair": "BCO",
-    "robust": "robust DPO",
-    "exo_pair": "EXO",
-    "sppo_hard": "SPPO (hard)",
-    "aot": "AOT",
-    "aot_unpaired": "AOT (unpaired)",
-    "apo_zero": "APO-zero",
-    "apo_down": "APO-down",
-    "discopop": "DiscoPOP",
-}
-
-
-def display_name(key: str) -> str:
-    """The paper's name of objective ``key`` (the key itself when it has none)."""
-    return DISPLAY_NAMES.get(key, key)
+from objectives.display import DISPLAY_NAMES, PALETTE, display_name  # noqa: F401 (re-exported)
 
 
 def setup() -> None:
