@@ -158,8 +158,8 @@ NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run", 
 resume comparison)."""
 
 UNSET_NOT_HASHED = ("eval_data_split",)
-"""Fields added later that enter a run's name hash only when set, so the automatic names of
-runs that do not use them are what they were before."""
+"""Optional fields whose None means "as another field" (the eval split: --data-split's): they
+enter a run's name hash only when set."""
 
 ROUNDS_FIELDS = (
     "prompts", "reward", "reward_args", "rounds", "prompts_per_round", "samples_per_prompt",
@@ -167,8 +167,8 @@ ROUNDS_FIELDS = (
     "baseline_decay", "offline_fraction", "temperature", "top_k", "top_p", "max_new_tokens",
     "generations_per_round", "reward_batch_size", "eval_prompts", "mode",
 )  # fmt: skip
-"""Fields of the rounds modes only: left out of a pairs run's name hash, so the automatic names
-of pairs runs are what they were before the rounds modes existed."""
+"""Fields of the rounds modes only: a pairs run does not use them, so they are left out of its
+name hash (changing them cannot change its results)."""
 ROUNDS_MODES = ("on_policy", "offline", "hybrid")
 
 

@@ -7,9 +7,11 @@
 Each round r: draw P prompts; sample N responses per prompt (``rounds.offline_count`` of them
 from the frozen reference — all in round 0 and in offline mode, a fraction in hybrid mode — the
 rest from the current policy); score them; compute their log-probs under the collecting policy
-and the reference (one no-grad pass); build the objective's inputs (``rounds``: groups get the
-(P, N) log-probs and rewards, pairwise and chosen-only objectives the all-pairs winners/losers);
-then take T = steps_per_round optimiser steps on that data. ORPO's ``nll="all"`` adds a
+and the reference (one no-grad pass); fold ``kl_reward``'s estimate into the rewards; build the
+round (``round_of_samples``: the bandit's ``rounds.Round``); then take T = steps_per_round
+optimiser steps on it, each loss from ``rounds.round_loss`` (the bandit's too: groups get the
+(P, N) log-probs and rewards, pairwise and chosen-only objectives the all-pairs winners/losers)
+plus ``kl_penalty``'s sampled KL (``rounds.sampled_kl``). ORPO's ``nll="all"`` adds a
 second forward of each micro-batch's sample rows with every token after the first counted
 (``full_logps``), whose winners give ``chosen_full_logps``; KTO's ``z0="mismatched"`` is
 refused when the config is validated (a round's pairs are within one prompt's samples). Each

@@ -23,9 +23,9 @@ class RunOptions:
     lr: float = 1e-3
     """Peak learning rate of the optimiser."""
     eval_every: int = 1
-    """Evaluate after every this-many optimiser steps (step 0 included) and after the last; 0:
-    only at the end where a world allows it. Rounds modes of a language model evaluate at a
-    round's end when a multiple of eval_every falls in the round."""
+    """Evaluate after every this-many optimiser steps (step 0 included) and after the last. A
+    language model's rounds modes evaluate at a round's end when a multiple of eval_every falls
+    in the round; 0 (a language model only): after the last step only."""
     name: str | None = None
     """Run name (the directory under out_dir). None: derived from the config plus a short hash
     of every field that changes the results, so different configs never share a directory."""
