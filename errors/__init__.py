@@ -6,6 +6,8 @@ rounds, run I/O and both worlds import it; it imports nothing of the project).
   heavy has run wherever the check can be made up front.
 - ``NonFiniteError``: training produced a NaN/inf loss or gradient norm. The run stops without
   writing a checkpoint of the bad weights; exit code 3.
+- A disk fault (``DISK_FAULTS``: disk full, file size limit, no permission, read-only file
+  system) is one ``error: cannot write <file>: ...`` line, exit code 2.
 - Anything else is a bug: its traceback is printed as usual.
 
 ``--debug`` on the command line (or ``MODESEEK_DEBUG=1``) re-raises user errors with their
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import gc
 import os
 import sys
@@ -31,6 +34,15 @@ class UserError(ValueError):
 
 class NonFiniteError(RuntimeError):
     """A non-finite loss or gradient norm: the run was stopped before the update was saved."""
+
+
+DISK_FAULTS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+"""OSError numbers that are the machine's state, not a bug: disk full, file size limit, quota,
+no permission, read-only file system. The CLIs report them as one line (exit 2)."""
+
+
+def is_disk_fault(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in DISK_FAULTS
 
 
 _DEFERRED = contextvars.ContextVar("modeseek_validation_deferred", default=False)
@@ -82,6 +94,12 @@ def cli_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
             raise
         print(f"error: {_one_line(e)}", file=sys.stderr)
         return EXIT_NONFINITE
+    except OSError as e:
+        if debug or not is_disk_fault(e):
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write{where}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USER
     finally:
         if argv is None:
             gc.freeze()

@@ -20,7 +20,7 @@ from llm.reference import (
     compute_table,
 )
 from llm.setup import reference_logps, run_dir_of
-from runio import UserError
+from runio import UserError, run_files
 
 
 def corpus_texts(rows: list[dict]):
@@ -150,7 +150,7 @@ def dry_run(cfg: TrainConfig) -> dict:
     ]
     if problems:
         raise UserError(f"dry run: {'; '.join(problems)} (fix them or pass --skip-invalid)")
-    if run_dir.exists() and any(run_dir.iterdir()) and not (cfg.resume or cfg.overwrite):
+    if run_files(run_dir) and not (cfg.resume or cfg.overwrite):
         raise UserError(f"dry run: run directory {run_dir} exists (--resume or --overwrite)")
     report["steps"] = steps_plan(cfg, len(splits["train"]), 1)[2]
     return report

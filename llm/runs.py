@@ -27,6 +27,8 @@ from runio import (
     is_complete,
     mark_complete,
     read_jsonl,
+    release_run_dir,
+    run_files,
 )
 
 DONE = -1
@@ -46,14 +48,16 @@ __all__ = [
 
 
 def mark_failed(run_dir: Path, message: str) -> None:
-    """Record why a run stopped (``FAILED``, beside its partial metrics; never ``COMPLETE``)."""
+    """Record why a run stopped (``FAILED``, beside its partial metrics; never ``COMPLETE``) and
+    release the directory (a later command may resume or retry it)."""
     atomic_write(run_dir / "FAILED", lambda p: p.write_text(message + "\n"))
+    release_run_dir(run_dir)
 
 
 def claim(cfg: TrainConfig, run_dir: Path, accelerator) -> bool:
     """Make ``run_dir`` this run's (see ``runio.claim_run_dir``): every process checks first, so
     all raise the same error; the main process creates. Returns True when resuming."""
-    exists = run_dir.exists() and any(run_dir.iterdir())
+    exists = bool(run_files(run_dir))
     if exists and not (cfg.resume or cfg.overwrite):
         claim_run_dir(run_dir)  # raises the one-line error
     accelerator.wait_for_everyone()
@@ -105,6 +109,7 @@ def start_run(
     if resuming:
         _check_same_config(run_dir, meta)
         if is_complete(run_dir):
+            release_run_dir(run_dir)  # nothing to write: the complete run is returned as it is
             return DONE
         step = latest_step(run_dir)
         if step is not None:

@@ -15,18 +15,28 @@ from errors import (
     exit_on_error,
     validation_deferred,
 )
-from runio.files import append_jsonl, atomic_write, git_sha, read_jsonl, versions
+from runio.files import append_jsonl, atomic_write, check_writable, git_sha, read_jsonl, versions
 from runio.results import RunResult
-from runio.rundir import claim_run_dir, config_hash, is_complete, mark_complete
+from runio.rundir import (
+    LOCK,
+    claim_run_dir,
+    config_hash,
+    is_complete,
+    mark_complete,
+    release_run_dir,
+    run_files,
+)
 
 __all__ = [
     "EXIT_NONFINITE",
     "EXIT_USER",
+    "LOCK",
     "NonFiniteError",
     "RunResult",
     "UserError",
     "append_jsonl",
     "atomic_write",
+    "check_writable",
     "claim_run_dir",
     "cli_entry",
     "config_hash",
@@ -36,6 +46,8 @@ __all__ = [
     "is_complete",
     "mark_complete",
     "read_jsonl",
+    "release_run_dir",
+    "run_files",
     "validation_deferred",
     "versions",
 ]

@@ -13,18 +13,41 @@ from pathlib import Path
 from errors import UserError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto
-    ``path``: readers see the old file or the complete new one, never a partial write."""
+    ``path``: readers see the old file or the complete new one, never a partial write. The file
+    gets the mode any new file gets (0666 less the umask), not the temporary file's 0600."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
     try:
         write(Path(tmp))
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def check_writable(directory: Path, what: str) -> None:
+    """A ``UserError`` naming ``what`` (e.g. ``BanditConfig.out_dir``) unless ``directory`` can
+    be created and written in: checked before any computing, so a bad place fails at once."""
+    directory = Path(directory).expanduser()
+    if directory.exists() and not directory.is_dir():
+        raise UserError(f"{what}: {directory} exists and is not a directory")
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{what}: cannot write in {directory} ({e.strerror or e})") from None
 
 
 def append_jsonl(path: Path, record: dict) -> None:

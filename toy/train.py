@@ -224,19 +224,24 @@ def run(cfg: BanditConfig) -> RunResult:
     without training. Raises ``runio.UserError`` (existing run, mismatched resume) before
     anything is written, and ``runio.NonFiniteError`` when training diverges."""
     run_dir, done = outputs.start_run(cfg) if cfg.out_dir else (None, False)
-    if done:
-        metrics, dist_steps, dist = outputs.load_run(run_dir)
-        return _result(cfg, metrics, dist_steps, dist, run_dir, loaded=True)
-    rec, prob = train(cfg)
-    keep = np.unique(np.r_[np.arange(0, cfg.total_steps + 1, cfg.dist_every), cfg.total_steps])
-    keep = keep[(keep % cfg.eval_every == 0) | (keep == cfg.total_steps)]
-    metrics = rec.frame(cfg.seeds, prob.reward_K, prob.ref_logp_K)
-    result = _result(cfg, metrics, keep, rec.mean_p[keep].numpy(), run_dir)
-    if run_dir is not None:
-        if cfg.report_to != "none":
-            outputs.report(cfg, run_dir, result.metrics)
-        outputs.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
-    return result
+    try:
+        if done:
+            metrics, dist_steps, dist = outputs.load_run(run_dir)
+            return _result(cfg, metrics, dist_steps, dist, run_dir, loaded=True)
+        rec, prob = train(cfg)
+        last = cfg.total_steps
+        keep = np.unique(np.r_[np.arange(0, last + 1, cfg.dist_every), last])
+        keep = keep[(keep % cfg.eval_every == 0) | (keep == last)]
+        metrics = rec.frame(cfg.seeds, prob.reward_K, prob.ref_logp_K)
+        result = _result(cfg, metrics, keep, rec.mean_p[keep].numpy(), run_dir)
+        if run_dir is not None:
+            if cfg.report_to != "none":
+                outputs.report(cfg, run_dir, result.metrics)
+            outputs.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
+        return result
+    finally:
+        if run_dir is not None:  # the directory's claim ends with the run, however it ends
+            runio.release_run_dir(run_dir)
 
 
 def parse(argv: list[str]) -> BanditConfig:
