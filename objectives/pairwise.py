@@ -14,12 +14,14 @@ default, or "mean": TRL's ``sft``/``sigmoid_norm``/``ipo``) that tells the calle
 
 Notation (docs/science.md §3): ρ = ℓ - log π_ref, h = ρ_w - ρ_l, P = exp(ℓ̄).
 
-Inputs are checked (``objectives._checks``): every tensor given must have exactly the same shape
-(no broadcasting) and no log-probability may be positive beyond rounding; either is a
-ValueError naming the function and the argument. Any leading axes (e.g. the bandit's seed axis,
-(S, B)) are carried through. NaN inputs are allowed and stay row-local: each loss is elementwise
-in its row, and KTO's batch estimate z0 skips non-finite rows (see ``kto_z0``), so a NaN row
-gives NaN only in its own loss, which the training loops then detect.
+Inputs are checked (``objectives._checks``): every input given must be a floating
+``torch.Tensor``, all on one device and of one dtype (else a TypeError, ``same_kind``); every
+tensor given must have exactly the same shape (no broadcasting) and no log-probability may be
+positive beyond rounding (else a ValueError). Each error names the function and the argument.
+Any leading axes (e.g. the bandit's seed axis, (S, B)) are carried through. NaN inputs are
+allowed and stay row-local: each loss is elementwise in its row, and KTO's batch estimate z0
+skips non-finite rows (see ``kto_z0``), so a NaN row gives NaN only in its own loss, which the
+training loops then detect.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from errors import UserError
-from objectives._checks import logps_not_positive, same_shape
+from objectives._checks import logps_not_positive, same_kind, same_shape
 from objectives._math import as_tensor_like, log1mexp, log_odds
 
 
@@ -39,9 +41,18 @@ def implicit_rewards(logps: Tensor, ref_logps: Tensor | None) -> Tensor:
 
 
 def check_pair(
-    fn: str, chosen_logps, rejected_logps, ref_chosen_logps=None, ref_rejected_logps=None
+    fn: str,
+    chosen_logps,
+    rejected_logps,
+    ref_chosen_logps=None,
+    ref_rejected_logps=None,
+    **extra: Tensor | None,
 ) -> None:
-    """Same shape for all given inputs, no positive log-probs (ValueError naming ``fn``)."""
+    """One kind for all given inputs, ``extra`` included (TypeError: ``same_kind``); the same
+    shape for the four pair inputs and no positive log-probs among them (ValueError). Every
+    error names ``fn``. ``extra``: inputs of other shapes (ORPO's ``chosen_full_logps``, KTO's
+    ``kl_logps``), whose shape and values are checked where they are used; their kind is
+    checked here, used or not, so a given input of the wrong kind is always refused."""
     kw = {
         "chosen_logps": chosen_logps,
         "rejected_logps": rejected_logps,
@@ -49,6 +60,8 @@ def check_pair(
         "ref_rejected_logps": ref_rejected_logps,
     }
     same_shape(fn, **kw)
+    if extra:
+        same_kind(fn, chosen_logps=chosen_logps, **extra)
     logps_not_positive(fn, **kw)
 
 
@@ -98,6 +111,7 @@ def sft(chosen_logps: Tensor, *, length_norm: str = "sum", **_: object) -> Tenso
     means agree when the chosen responses have equal lengths.
     """
     _length_norm("sft", length_norm)
+    same_shape("sft", chosen_logps=chosen_logps)
     logps_not_positive("sft", chosen_logps=chosen_logps)
     return -chosen_logps
 
@@ -179,7 +193,14 @@ def orpo(
     mean when the chosen sequences have equal lengths. The odds-ratio term uses ℓ̄ of the
     responses in both forms.
     """
-    check_pair("orpo", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair(
+        "orpo",
+        chosen_logps,
+        rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        chosen_full_logps=chosen_full_logps,
+    )
     ratio = log_odds(chosen_logps) - log_odds(rejected_logps)
     if nll == "response":
         return -chosen_logps - lam * F.logsigmoid(ratio)
@@ -311,7 +332,15 @@ def kto(
     which treats the pair's two responses as separate examples and averages over them: half the
     sum, so the batch mean of this equals TRL's mean over the batch's 2B responses.
     """
-    check_pair("kto", chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_pair(
+        "kto",
+        chosen_logps,
+        rejected_logps,
+        ref_chosen_logps,
+        ref_rejected_logps,
+        kl_logps=kl_logps,
+        ref_kl_logps=ref_kl_logps,
+    )
     if form not in ("paired", "unpaired"):
         raise ValueError(f"kto: form must be 'paired' or 'unpaired', got {form!r}")
     rho_w = implicit_rewards(chosen_logps, ref_chosen_logps)

@@ -6,11 +6,13 @@ samples of a per-sample loss, so that the mean over prompts is the mean over all
 samples. Rewards, advantages, reference and old (data-collecting) log-probs are detached inside.
 Leading axes are carried through: the bandit passes (S, P, N) with a seed axis and gets (S, P).
 
-Inputs are checked: ``logps``, ``rewards``, ``old_logps`` and ``ref_logps`` must have exactly the
-same shape (PPO's per-token form: ``rewards`` is the sequence shape, the rest (…, T)); a
-``baseline`` must broadcast to the per-prompt shape ``rewards.shape[:-1] + (1,)``; no
-log-probability may be positive beyond rounding. Each is a ValueError naming the function and
-the argument.
+Inputs are checked (``objectives._checks``): every input given must be a floating
+``torch.Tensor``, all on one device and of one dtype (a ``baseline`` may also be a Python
+number, PPO's ``token_mask`` a bool or integer tensor), else a TypeError; ``logps``,
+``rewards``, ``old_logps`` and ``ref_logps`` must have exactly the same shape (PPO's per-token
+form: ``rewards`` is the sequence shape, the rest (…, T)); a ``baseline`` must broadcast to the
+per-prompt shape ``rewards.shape[:-1] + (1,)``; no log-probability may be positive beyond
+rounding: each a ValueError. Every error names the function and the argument.
 
 Coupling between rows: the samples of one prompt are coupled by design (the group z-score of
 ``advantages``, RWR's per-prompt weight normalisation, best/worst selection), so a NaN reward or
@@ -25,7 +27,13 @@ import math
 import torch
 from torch import Tensor
 
-from objectives._checks import baseline_per_prompt, expect_shape, logps_not_positive, same_shape
+from objectives._checks import (
+    baseline_per_prompt,
+    expect_shape,
+    logps_not_positive,
+    same_kind,
+    same_shape,
+)
 from objectives._math import as_tensor_like, group_zscore
 
 
@@ -164,6 +172,7 @@ def ppo(
         same_shape(
             "ppo", logps=logps, old_logps=old_logps, ref_logps=ref_logps, token_mask=token_mask
         )
+        same_kind("ppo", logps=logps, rewards=rewards)
         expect_shape("ppo", "rewards", rewards, logps.shape[:-1], "per sequence: logps without T")
         baseline_per_prompt("ppo", baseline, rewards)
         logps_not_positive("ppo", logps=logps, old_logps=old_logps, ref_logps=ref_logps)
