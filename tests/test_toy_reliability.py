@@ -296,4 +296,5 @@ def test_cli_divergence_is_one_line_exit_3(cli_runs):
     assert res.returncode == 3, res.stderr
     assert last_line(res).startswith("error: non-finite") and "seed 0" in last_line(res)
     assert "Traceback" not in res.stderr
-    assert sorted(p.name for p in (out / "div").iterdir()) == ["config.json"]
+    assert sorted(p.name for p in (out / "div").iterdir()) == ["FAILED", "config.json"]
+    assert "non-finite" in (out / "div" / "FAILED").read_text()

@@ -8,16 +8,23 @@ any training starts. The objective's hyperparameter ranges are the registry's
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import io
 import math
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import objectives
 from rounds.options import RoundOptions
 from runio import UserError, validation_deferred
 from runio.options import RunOptions
+from runio.validate import check_types
 from toy.bandit import REWARDS
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,10 @@ def _is_number(x: object) -> bool:
 
 
 def validate(c: BanditConfig) -> None:
-    """Raise a ``runio.UserError`` naming the first invalid field."""
+    """Raise a ``runio.UserError`` naming the first invalid field: first every field's kind
+    against its annotation (``runio.validate.check_types``: no unknown mode, policy or baseline,
+    no 2.5 rounds, no single seed where a tuple is expected), then the values' ranges."""
+    check_types(c)
     _require(
         c.objective in objectives.OBJECTIVES,
         "objective",
@@ -158,13 +168,6 @@ def validate(c: BanditConfig) -> None:
         )
         bad = [x for x in c.reward_vector if not (_is_number(x) and math.isfinite(x))]
         _require(not bad, "reward_vector", f"every value must be finite, got {bad[:1]}")
-    for name in (*_SIZES, "samples_per_prompt", "n_arms", "init_steps"):
-        value = getattr(c, name)
-        _require(
-            isinstance(value, int) and not isinstance(value, bool),
-            name,
-            f"must be an integer, got {value!r}",
-        )
     for name in _SIZES:
         _require(getattr(c, name) >= 1, name, f"must be at least 1, got {getattr(c, name)}")
     _require(
@@ -223,6 +226,11 @@ def validate(c: BanditConfig) -> None:
     _require(
         not (c.resume and c.overwrite), "resume", "--resume and --overwrite exclude each other"
     )
+    _require(
+        c.name is None or (c.name not in (".", "..") and "/" not in c.name and "\0" not in c.name),
+        "name",
+        f"must be one directory name (no '/', not '.' or '..'), got {c.name!r}",
+    )
     if c.report_to != "none":  # runio.tracking (and what it checks) only when asked for
         from runio.tracking import problem
 
@@ -274,6 +282,36 @@ PRESETS: dict[str, BanditConfig] = {
 """Budget of the on-policy presets: 100 rounds × 10 prompts × 10 samples = 10,000 reward
 queries and 1,500 gradient steps. Every preset trains on a fixed pool of exactly its P prompts
 (``n_train_contexts``), like the official scripts; pass a larger pool to draw from many."""
+
+
+def one_line_cli(parse: Callable[[], T]) -> T:
+    """``parse()`` (a tyro parser call) with tyro's error box, printed when a flag's value
+    cannot be read (``--rounds 2.5``, ``--mode sideways``, an unknown flag), turned into one
+    ``UserError`` line (exit code 2 under ``runio.cli_entry``) like every other bad value;
+    ``--help`` and what tyro prints on success pass through."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            result = parse()
+    except SystemExit as e:
+        if e.code in (0, None):
+            sys.stderr.write(buf.getvalue())
+            raise
+        text = _box_text(buf.getvalue()) or f"cannot parse the command line ({e})"
+        raise UserError(text) from None
+    sys.stderr.write(buf.getvalue())
+    return result
+
+
+def _box_text(text: str) -> str:
+    """The message of a rich error box: the lines between its title and first rule, joined."""
+    lines = [line.strip().strip("│╭╮╰╯").strip() for line in text.splitlines()]
+    body = []
+    for line in lines[1:]:
+        if line and set(line) <= {"─"}:
+            break
+        body.append(line)
+    return " ".join(" ".join(body or lines).split())
 
 
 def preset(name: str, **overrides) -> BanditConfig:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import objectives
-from runio import UserError, validation_deferred
+from runio import UserError, check_writable, validation_deferred
+from runio.validate import check_types
 from toy.bandit import N_ARMS
 from toy.config import parse_hparams
 
@@ -184,6 +185,7 @@ def _check_lr(lr: float) -> None:
 
 def validate(cfg: CommandConfig) -> None:
     """Raise ``runio.UserError`` (one line) for any bad input, before anything is computed."""
+    check_types(cfg)  # every field's kind first: no string where a list of arms is expected
     cmd = cfg.command
     if cfg.out is not None:
         out = Path(cfg.out)
@@ -191,6 +193,7 @@ def validate(cfg: CommandConfig) -> None:
             raise UserError(f"--out {cfg.out}: is a directory; give a CSV file name")
         if not out.resolve().parent.is_dir():
             raise UserError(f"--out {cfg.out}: directory {out.parent} does not exist")
+        check_writable(out.resolve().parent, f"--out {cfg.out}")  # before anything is computed
     if cfg.hp and not hasattr(cfg, "objective"):
         raise UserError(f"{cmd}: --hp is not used by this command")
     if cfg.hp and isinstance(cfg, (MassConfig, StepsConfig)) and not cfg.objective:

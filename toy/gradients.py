@@ -27,10 +27,10 @@ import pandas as pd
 import torch
 
 import objectives
-from runio import UserError, atomic_write, cli_entry, deferred_validation
+from runio import UserError, cli_entry, deferred_validation
 from toy import displacement, kl_modes, mass, prob_space
 from toy.bandit import reference_probs
-from toy.config import parse_hparams, preset
+from toy.config import one_line_cli, parse_hparams, preset
 from toy.gradient_config import (
     BANDIT_HP,
     COMMANDS,
@@ -46,6 +46,7 @@ from toy.gradient_config import (
     StepsConfig,
     validate,
 )
+from toy.outputs import write_file
 from toy.policy import MLPPolicy, TabularPolicy
 
 # the tuned learning rates and hyperparameters ``steps --tuned`` reads (``analysis.tune``)
@@ -205,7 +206,7 @@ def run(cfg: GradientsConfig) -> pd.DataFrame:
     """Compute the sub-command's table (and write it to ``cfg.out``); returns it."""
     table = _table(cfg)
     if cfg.out:
-        atomic_write(Path(cfg.out), lambda tmp: table.to_csv(tmp, index=False))
+        write_file(Path(cfg.out), lambda tmp: table.to_csv(tmp, index=False))  # names a fault
     return table
 
 
@@ -224,11 +225,13 @@ def parse(argv: list[str]) -> GradientsConfig:
     import tyro
 
     with deferred_validation():  # validated below: one error line, not tyro's panel
-        cfg = tyro.extras.subcommand_cli_from_dict(
-            {c.command: c for c in COMMANDS},
-            prog="python -m toy.gradients",
-            description=__doc__,
-            args=_bare_tuned(list(argv)),
+        cfg = one_line_cli(
+            lambda: tyro.extras.subcommand_cli_from_dict(
+                {c.command: c for c in COMMANDS},
+                prog="python -m toy.gradients",
+                description=__doc__,
+                args=_bare_tuned(list(argv)),
+            )
         )
     validate(cfg)
     return cfg

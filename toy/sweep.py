@@ -19,7 +19,16 @@ Outputs in ``--out`` (written atomically, so a killed sweep leaves no half-writt
   columns, ``seed``, ``step``, ``round`` and every metric of ``toy.metrics.METRIC_KEYS``;
 - ``summary.csv``: one row per (grid point, seed): final metrics and the first step at which
   ``mass/optimal`` reaches 0.5 and 0.9 (NaN if never);
-- ``sweep.json``: the base config, the grid, the batches, versions and the git commit.
+- ``sweep.json``: the plan (base config, grid, seeds; written first), the batches, versions and
+  the git commit; ``COMPLETE`` last.
+
+The directory is the sweep's alone (``toy.outputs.claim_sweep_dir``): found writable and claimed
+atomically before anything is computed (a second sweep into it gets one ``error:`` line), an
+existing sweep there refused unless ``--resume`` or ``--overwrite``, files that are not a
+sweep's never deleted. Each finished batch is kept in ``points/`` (atomically; removed at the
+end), so ``--resume`` of a killed or failed sweep (same plan) computes only the batches still
+missing and writes the tables an uninterrupted sweep writes; of a complete one, loads them. A
+sweep that stops with an error writes ``FAILED`` (one line).
 
 From Python: ``sweep(base, grid, seeds)`` returns (metrics, summary, batches); ``run(cfg)`` runs
 a ``SweepConfig`` (e.g. ``parse(argv)``), writes ``out`` and returns a ``SweepResult``.
@@ -29,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -37,78 +47,36 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-import objectives
 from runio import (
     UserError,
-    atomic_write,
     cli_entry,
     deferred_validation,
     git_sha,
+    mark_complete,
+    release_run_dir,
     validation_deferred,
     versions,
 )
-from toy.config import PRESETS, BanditConfig, preset
+from runio.validate import check_types
+from toy import outputs
+from toy.config import PRESETS, BanditConfig, one_line_cli, preset
 from toy.config import validate as validate_bandit
-from toy.grid import FIELDS, NOT_GRID, Point, expand, parse_grid, parse_value
+from toy.grid import (
+    FIELDS,
+    NOT_GRID,
+    Point,
+    batches,
+    expand,
+    parse_grid,
+    parse_value,
+    row_safe,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
 
 THRESHOLDS = (0.5, 0.9)
-
-
-_ROW_SAFE: dict[tuple[str, str], bool] = {}
-
-
-def row_safe(objective: str, name: str) -> bool:
-    """Whether ``objective`` computes, with hyperparameter ``name`` an (S, 1[, 1]) tensor, the
-    same losses as row by row with floats (then rows may differ in it)."""
-    key = (objective, name)
-    if key not in _ROW_SAFE:
-        _ROW_SAFE[key] = _check_row_safe(objectives.get(objective), name)
-    return _ROW_SAFE[key]
-
-
-def _check_row_safe(obj, name: str) -> bool:
-    default = obj.defaults.get(name)
-    if isinstance(default, bool) or not isinstance(default, (int, float)):
-        return False
-    g = torch.Generator().manual_seed(0)
-    shape = (2, 3, 4) if obj.data == "groups" else (2, 6)
-    logp = -torch.rand(shape, generator=g) * 3 - 0.01
-    inputs = {
-        "logps": logp, "rewards": torch.rand(shape, generator=g), "old_logps": logp * 1.1,
-        "ref_logps": logp * 0.9, "chosen_logps": logp, "rejected_logps": logp * 1.3 - 0.1,
-        "ref_chosen_logps": logp * 0.8, "ref_rejected_logps": logp * 1.2,
-    }  # fmt: skip
-    values = [max(float(default), 0.05) * 1.0, max(float(default), 0.05) * 0.5]
-    try:
-        args = obj.select_inputs(inputs)
-        tensor = torch.tensor(values).view(2, *[1] * (len(shape) - 1))
-        batched = obj.fn(**args, **{name: tensor})
-        rows = [obj.fn(**{k: v[i : i + 1] for k, v in args.items()}, **{name: values[i]})
-                for i in range(2)]  # fmt: skip
-        return torch.allclose(batched, torch.cat(rows), rtol=1e-6, atol=1e-7)
-    except Exception:
-        return False
-
-
-def _batch_key(point: Point) -> tuple:
-    """Points with equal keys run in one batch: the config with lr and row-safe hp blanked."""
-    cfg = point.config
-    hp = cfg.hparams()
-    shared = tuple(sorted((k, v) for k, v in hp.items() if not row_safe(cfg.objective, k)))
-    return (dataclasses.replace(cfg, lr=1.0, hp=()), shared)
-
-
-def batches(points: Sequence[Point]) -> list[list[Point]]:
-    """Points grouped by ``_batch_key``, in grid order of first appearance."""
-    groups: dict[tuple, list[Point]] = {}
-    for p in points:
-        groups.setdefault(_batch_key(p), []).append(p)
-    return list(groups.values())
 
 
 def _run_batch(group: list[Point], bar):
@@ -153,9 +121,10 @@ def summarise(metrics, keys: Sequence[str]):
 
 
 def sweep(base: BanditConfig, grid: Mapping[str, Sequence[object]], seeds: Sequence[int],
-          progress: bool = True):  # fmt: skip
-    """Run every grid point × seed; returns (metrics, summary) DataFrames (see module doc)."""
-    metrics, groups = run_points(expand(base, grid, seeds), seeds, progress)
+          progress: bool = True, store: Path | None = None):  # fmt: skip
+    """Run every grid point × seed; returns (metrics, summary) DataFrames (see module doc);
+    ``store`` as in ``run_points``."""
+    metrics, groups = run_points(expand(base, grid, seeds), seeds, progress, store=store)
     keys = list(grid)
     for k in keys:  # numbers as numbers (hyperparameters arrive as strings)
         try:
@@ -165,11 +134,48 @@ def sweep(base: BanditConfig, grid: Mapping[str, Sequence[object]], seeds: Seque
     return metrics, summarise(metrics, keys), groups
 
 
+def _batch_path(store: Path, index: int) -> Path:
+    return Path(store) / f"batch_{index:03d}.npz"
+
+
+def _store_batch(store: Path, index: int, key: str, frame: pd.DataFrame) -> None:
+    """Keep batch ``index``'s frame (numeric columns, dtypes exact) under ``key``."""
+    Path(store).mkdir(exist_ok=True)
+    arrays = {f"c{j}": frame[c].to_numpy() for j, c in enumerate(frame.columns)}
+    arrays.update(columns=np.array(list(frame.columns)), key=np.array(key))
+
+    def save(p: Path) -> None:
+        with open(p, "wb") as f:
+            np.savez(f, **arrays)
+
+    outputs.write_file(_batch_path(store, index), save)
+
+
+def _stored_batch(store: Path, index: int, key: str) -> pd.DataFrame | None:
+    """The frame ``_store_batch`` kept for batch ``index`` under ``key`` (None: none, another
+    key, or an unreadable file: the batch is to be computed again)."""
+    path = _batch_path(store, index)
+    if not path.is_file():
+        return None
+    import zipfile
+
+    import pandas as pd
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if str(z["key"]) != key:
+                return None
+            return pd.DataFrame({str(c): z[f"c{j}"] for j, c in enumerate(z["columns"])})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
+
+
 def run_points(points: Sequence[Point], seeds: Sequence[int], progress: bool = True,
-               desc: str = "sweep"):  # fmt: skip
+               desc: str = "sweep", store: Path | None = None):  # fmt: skip
     """Run points that ``expand`` built, possibly from different base configs (e.g. one per
     objective, each with its own lr and hyperparameters), batched as in ``sweep`` under one
-    progress bar; every point must have the same grid keys. Returns (metrics, batches)."""
+    progress bar; every point must have the same grid keys. Returns (metrics, batches).
+    ``store``: a directory where each finished batch is kept, and taken from when there."""
     import pandas as pd
     from tqdm.auto import tqdm
 
@@ -177,8 +183,15 @@ def run_points(points: Sequence[Point], seeds: Sequence[int], progress: bool = T
     total = sum(p.config.total_steps * len(seeds) for p in points)
     frames = []
     with tqdm(total=total, disable=not progress, desc=desc, unit="row-step", delay=1) as bar:
-        for group in groups:
-            frame = _run_batch(group, bar)
+        for i, group in enumerate(groups):
+            key = json.dumps([[[k, str(v)] for k, v in p.values] for p in group])
+            frame = _stored_batch(store, i, key) if store else None
+            if frame is None:
+                frame = _run_batch(group, bar)
+                if store:
+                    _store_batch(store, i, key, frame)
+            else:
+                bar.update(sum(p.config.total_steps for p in group) * len(seeds))
             cols = {k: [] for k, _ in group[0].values}
             for p in group:
                 for k, v in p.values:
@@ -211,7 +224,13 @@ class SweepConfig:
     seeds: tuple[int, ...] = (0,)
     """Seeds every grid point runs with (non-negative, no repeats)."""
     out: str | None = None
-    """Directory to write metrics.csv, summary.csv and sweep.json to; none: print only."""
+    """Directory to write metrics.csv, summary.csv and sweep.json to; none: print only. An
+    existing sweep there is refused unless --resume or --overwrite."""
+    resume: bool = False
+    """Finish the sweep in --out (same preset, --set, --hp, grid and seeds): only the batches
+    it has not finished run; a complete sweep is loaded."""
+    overwrite: bool = False
+    """Delete the sweep in --out and start afresh."""
     progress: bool = True
     """Show one progress bar over the whole sweep."""
 
@@ -230,6 +249,8 @@ class SweepResult:
     batches: list[list[Point]]
     grid: dict[str, list[object]]
     seconds: float
+    loaded: bool = False
+    """True when ``--resume`` found the sweep complete and loaded its tables."""
 
 
 def base_config(cfg: SweepConfig) -> BanditConfig:
@@ -241,7 +262,7 @@ def base_config(cfg: SweepConfig) -> BanditConfig:
         key = key.strip().replace("-", "_")
         if not sep or key not in FIELDS or key in NOT_GRID:
             raise UserError(f"--set {spec!r}: expected FIELD=VALUE with a BanditConfig field")
-        changes[key] = parse_value(key, raw.strip(), set())
+        changes[key] = parse_value(key, raw.strip(), set(), flag="--set")
     if cfg.hp:
         changes["hp"] = cfg.hp
     if cfg.eval_every is not None:
@@ -254,7 +275,13 @@ def base_config(cfg: SweepConfig) -> BanditConfig:
 
 def validate(cfg: SweepConfig) -> None:
     """Raise ``runio.UserError`` (one line, naming the flag) for a bad base config, grid or
-    seeds, or a grid point whose config is invalid, before anything runs."""
+    seeds, or a grid point whose config is invalid, before anything runs. Every field's kind
+    is checked first (``runio.validate.check_types``: a string is not a grid, 2.5 no seed)."""
+    check_types(cfg)
+    if cfg.resume and cfg.overwrite:
+        raise UserError("SweepConfig.resume: --resume and --overwrite exclude each other")
+    if cfg.out and Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise UserError(f"SweepConfig.out: {cfg.out} exists and is not a directory")
     base = base_config(cfg)
     grid = parse_grid(cfg.grid, base)
     if not cfg.seeds or any(s < 0 for s in cfg.seeds) or len(set(cfg.seeds)) != len(cfg.seeds):
@@ -263,17 +290,27 @@ def validate(cfg: SweepConfig) -> None:
 
 
 def run(cfg: SweepConfig) -> SweepResult:
-    """Run the sweep and, with ``cfg.out``, write its three files (see module doc)."""
+    """Run the sweep and, with ``cfg.out``, write its files (see module doc)."""
+    validate(cfg)  # also a config built with validation deferred
     base = base_config(cfg)
     grid = parse_grid(cfg.grid, base)
-    start = time.perf_counter()
-    metrics, summary, groups = sweep(base, grid, cfg.seeds, progress=cfg.progress)
-    seconds = time.perf_counter() - start
-    if cfg.out:
-        out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
-        atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+    if not cfg.out:
+        start = time.perf_counter()
+        metrics, summary, groups = sweep(base, grid, cfg.seeds, progress=cfg.progress)
+        return SweepResult(metrics, summary, groups, grid, time.perf_counter() - start)
+    out = Path(cfg.out)
+    plan = {"base": outputs.result_config(base), "grid": {k: list(map(str, v))
+            for k, v in grid.items()}, "seeds": list(cfg.seeds)}  # fmt: skip
+    plan = json.loads(json.dumps(plan, default=str))
+    done = outputs.claim_sweep_dir(out, plan, resume=cfg.resume, overwrite=cfg.overwrite)
+    try:
+        if done:
+            return _load(out, base, grid, cfg.seeds)
+        start = time.perf_counter()
+        metrics, summary, groups = sweep(base, grid, cfg.seeds, cfg.progress, out / "points")
+        seconds = time.perf_counter() - start
+        outputs.write_file(out / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
+        outputs.write_file(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
         info = {
             "base": dataclasses.asdict(base),
             "grid": {k: list(map(str, v)) for k, v in grid.items()},
@@ -282,10 +319,31 @@ def run(cfg: SweepConfig) -> SweepResult:
             "seconds": round(seconds, 2),
             "versions": versions(),
             "git": git_sha(),
+            "plan": plan,
         }
         text = json.dumps(info, indent=1, default=str)
-        atomic_write(out / "sweep.json", lambda tmp: tmp.write_text(text))
-    return SweepResult(metrics, summary, groups, grid, seconds)
+        outputs.write_file(out / "sweep.json", lambda tmp: tmp.write_text(text))
+        shutil.rmtree(out / "points", ignore_errors=True)
+        with outputs.naming(out / "COMPLETE"):
+            mark_complete(out, {"rows": len(metrics), "runs": len(summary)})
+        return SweepResult(metrics, summary, groups, grid, seconds)
+    except Exception as e:  # FAILED says why; the finished batches stay for --resume
+        if not done:
+            outputs.mark_failed(out, e)
+        raise
+    finally:
+        release_run_dir(out)
+
+
+def _load(out: Path, base: BanditConfig, grid, seeds) -> SweepResult:
+    """A complete sweep's tables, as written (``--resume`` of a complete sweep)."""
+    import pandas as pd
+
+    metrics = pd.read_csv(out / "metrics.csv")
+    summary = pd.read_csv(out / "summary.csv")
+    seconds = json.loads((out / "sweep.json").read_text()).get("seconds", 0.0)
+    groups = batches(expand(base, grid, seeds))
+    return SweepResult(metrics, summary, groups, grid, seconds, loaded=True)
 
 
 def parse(argv: list[str]) -> SweepConfig:
@@ -294,8 +352,8 @@ def parse(argv: list[str]) -> SweepConfig:
 
     description = f"{__doc__}\nPresets (--preset NAME): {', '.join(sorted(PRESETS))}."
     with deferred_validation():  # validated below: one error line, not tyro's panel
-        cfg = tyro.cli(SweepConfig, args=list(argv), prog="python -m toy.sweep",
-                       description=description)  # fmt: skip
+        cfg = one_line_cli(lambda: tyro.cli(SweepConfig, args=list(argv),
+                           prog="python -m toy.sweep", description=description))  # fmt: skip
     validate(cfg)
     return cfg
 
@@ -308,7 +366,8 @@ def _main(argv: list[str]) -> None:
     print(table.to_string(float_format=lambda x: f"{x:.3f}"))
     print(f"{len(result.summary)} runs in {len(result.batches)} batch(es), {result.seconds:.1f}s")
     if cfg.out:
-        print(f"wrote {cfg.out}/metrics.csv, summary.csv, sweep.json")
+        done = "loaded (complete sweep)" if result.loaded else "wrote"
+        print(f"{done} {cfg.out}/metrics.csv, summary.csv, sweep.json")
 
 
 def main(argv: list[str] | None = None) -> int:

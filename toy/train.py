@@ -19,7 +19,11 @@ Reliability:
 - A non-finite loss or gradient norm (any seed) stops the run with ``runio.NonFiniteError``
   naming the first bad step and seed (exit code 3). It is checked once per round from the
   recorder's buffers, so the loop is not slowed. No metrics, distributions or COMPLETE marker
-  are written: the directory keeps only config.json, an incomplete run.
+  are written: the directory keeps config.json and FAILED (the reason), an incomplete run.
+- A run directory is claimed atomically (``runio.claim_run_dir``): of two commands with the same
+  name, one runs and the other gets one ``error:`` line (exit code 2). An unwritable out_dir is
+  found before training; a write that fails mid-run (disk full, file size limit) is one line,
+  leaves ``FAILED`` and no ``COMPLETE``, and ``--resume`` retries the run.
 - An existing run directory is refused unless ``--resume`` or ``--overwrite``. ``--resume`` of
   a complete run loads it without training; ``--resume`` of an incomplete one (killed mid-way)
   checks that the config matches and reruns it from scratch. The toy needs no checkpoints:
@@ -51,7 +55,7 @@ from objectives import values_checked_once
 from runio import cli_entry, deferred_validation
 from toy import outputs
 from toy.bandit import CONTEXT_DIM
-from toy.config import PRESETS, BanditConfig, preset, validate
+from toy.config import PRESETS, BanditConfig, one_line_cli, preset, validate
 from toy.evaluation import EvalBuffer, check_final_policy, check_finite
 from toy.metrics import Recorder
 from toy.optim import RowAdam
@@ -221,8 +225,11 @@ def run(cfg: BanditConfig) -> RunResult:
     """Run ``cfg`` (all its seeds batched) and write its outputs under ``cfg.out_dir``.
 
     With ``cfg.resume`` and a complete run already there, that run is loaded and returned
-    without training. Raises ``runio.UserError`` (existing run, mismatched resume) before
-    anything is written, and ``runio.NonFiniteError`` when training diverges."""
+    without training. Raises ``runio.UserError`` (invalid config, unwritable out_dir, existing
+    run, mismatched resume, a live run of the same name) before anything is written, and
+    ``runio.NonFiniteError`` when training diverges; an error after the claim (divergence, a
+    disk fault) leaves ``FAILED`` and no ``COMPLETE``. With ``out_dir=""`` nothing is written."""
+    validate(cfg)  # also a config built with validation deferred, before anything is written
     run_dir, done = outputs.start_run(cfg) if cfg.out_dir else (None, False)
     try:
         if done:
@@ -239,6 +246,10 @@ def run(cfg: BanditConfig) -> RunResult:
                 outputs.report(cfg, run_dir, result.metrics)
             outputs.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
         return result
+    except Exception as e:  # FAILED says why (where the disk still takes it); never COMPLETE
+        if run_dir is not None and not done:
+            outputs.mark_failed(run_dir, e)
+        raise
     finally:
         if run_dir is not None:  # the directory's claim ends with the run, however it ends
             runio.release_run_dir(run_dir)
@@ -257,7 +268,9 @@ def parse(argv: list[str]) -> BanditConfig:
         f"{', '.join(sorted(PRESETS))}."
     )
     with deferred_validation():  # validated below: one error line, not tyro's panel
-        cfg = tyro.cli(BanditConfig, default=base, args=rest, description=description)
+        cfg = one_line_cli(
+            lambda: tyro.cli(BanditConfig, default=base, args=rest, description=description)
+        )
     validate(cfg)
     return cfg
 
