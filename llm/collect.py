@@ -20,7 +20,7 @@ from torch import Tensor
 
 import rounds
 from llm.prompts import Prompt
-from llm.rewards import check_finite
+from llm.rewards import score
 from llm.sampling import Sampler, Samples, scoring_batch
 
 
@@ -97,8 +97,9 @@ def collect(
 ) -> Collected:
     """Sample, score and compute log-probs for one round. ``reference_lm`` is a context-manager
     factory yielding the reference LM (the frozen copy, or the LoRA model with adapters off);
-    ``policy_logps``/``ref_logps`` map a scoring batch to (sums, counts). A non-finite reward
-    is a ``UserError`` naming the prompt row and sample, raised before any update."""
+    ``policy_logps``/``ref_logps`` map a scoring batch to (sums, counts). A non-finite reward,
+    or an exception the reward raises, is a ``UserError`` naming the prompt row (and sample),
+    raised before any update (``llm.rewards.score``)."""
     p, pad_id = len(prompt_idx), tokenizer.pad_token_id
     ids = [prompts[i].ids for i in prompt_idx]
     t0 = time.perf_counter()
@@ -113,8 +114,9 @@ def collect(
     texts = tokenizer.batch_decode(samples.tokens_BT, skip_special_tokens=True)
     token_ids = [row[m.bool()].tolist() for row, m in zip(samples.tokens_BT, samples.mask_BT)]
     prompt_texts = [prompts[i].text for i in prompt_idx for _ in range(n)]
-    rewards = reward_fn(prompt_texts, texts, token_ids, samples.lengths_B).float().view(p, n)
-    check_finite(rewards, [prompts[i].idx for i in prompt_idx], prompts_file)
+    rows = [prompts[i].idx for i in prompt_idx]
+    rewards = score(reward_fn, prompt_texts, texts, token_ids, samples.lengths_B, rows,
+                    prompts_file)  # fmt: skip
     batch = scoring_batch(ids, n, samples, pad_id)
     pol_sums, counts = _logps(policy_logps, batch, row_slices)
     ref_sums, _ = _logps(ref_logps, batch, row_slices)
@@ -158,8 +160,9 @@ def evaluate_policy(
     texts = tokenizer.batch_decode(samples.tokens_BT, skip_special_tokens=True)
     token_ids = [row[m.bool()].tolist() for row, m in zip(samples.tokens_BT, samples.mask_BT)]
     prompt_texts = [p.text for p in prompts for _ in range(n)]
-    rewards = reward_fn(prompt_texts, texts, token_ids, samples.lengths_B).float()
-    check_finite(rewards.view(len(prompts), n), [p.idx for p in prompts], prompts_file)
+    rows = [p.idx for p in prompts]
+    rewards = score(reward_fn, prompt_texts, texts, token_ids, samples.lengths_B, rows,
+                    prompts_file)  # fmt: skip
     return {
         "eval/reward/mean": float(rewards.mean()),
         "eval/response/length_mean": float(samples.lengths_B.float().mean()),

@@ -13,6 +13,7 @@ from llm.options import DataOptions, LoraOptions, ModelOptions
 from rounds.options import RoundOptions
 from runio import UserError, config_hash, tracking, validation_deferred
 from runio.options import RunOptions
+from runio.validate import check_types
 
 
 @dataclass(frozen=True)
@@ -117,7 +118,8 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     eval/reward/mean and eval/response/length_mean (the policy's own behaviour, also in offline
     mode); 0: none."""
     generations_per_round: int = 4
-    """Samples per round written to generations.jsonl (the first prompts' samples)."""
+    """Samples per round written to generations.jsonl (the first prompts' samples; a round has
+    prompts_per_round × samples_per_prompt, and a larger value writes them all)."""
     reward_batch_size: int = 16
     """Responses per forward of a reward model."""
 
@@ -185,7 +187,11 @@ def _finite(c: TrainConfig) -> None:
 
 
 def validate(c: TrainConfig) -> None:
-    """Raise a ``UserError`` naming the first invalid field, its value and what is accepted."""
+    """Raise a ``UserError`` naming the first invalid field, its value and what is accepted:
+    first each field's type against its annotation (``runio.validate.check_types``: whole
+    numbers for integers, one of the choices, a sequence where one is expected), then the
+    values."""
+    check_types(c)
     _require(
         c.objective in objectives.OBJECTIVES,
         "objective",
@@ -238,6 +244,36 @@ def validate(c: TrainConfig) -> None:
     _check_objective_inputs(c, obj)
     if c.mode in ROUNDS_MODES:
         validate_rounds(c)
+    else:
+        _check_full_batch_pairs(c, obj)
+
+
+BATCH_COUPLED_HELP = (
+    "is batch-coupled (a pair's loss and gradient depend on the other pairs of its batch), so "
+    "a step split into micro-batches is not the step of the full batch"
+)
+
+
+def _check_full_batch_pairs(c: TrainConfig, obj: objectives.Objective) -> None:
+    """A batch-coupled objective (``Objective.batch_coupled``: AOT) in the pairs mode needs each
+    step in one micro-batch on one process: refused with --grad-accum > 1 or when the launcher
+    asked for several processes (``llm.distributed.requested_processes``)."""
+    if not obj.batch_coupled:
+        return
+    what = f"{c.objective!r} {BATCH_COUPLED_HELP}"
+    _require(
+        c.grad_accum == 1,
+        "grad_accum",
+        f"{what}; use --grad-accum 1 with --batch-size {c.batch_size * c.grad_accum} instead",
+    )
+    from llm.distributed import requested_processes
+
+    asked = requested_processes()
+    if asked is not None and asked.count > 1:
+        raise UserError(
+            f"TrainConfig.objective: {what}; the launcher asks for {asked.count} processes "
+            f"({asked.source}): run it in one process"
+        )
 
 
 def _check_objective_inputs(c: TrainConfig, obj: objectives.Objective) -> None:
@@ -287,9 +323,25 @@ def validate_rounds(c: TrainConfig) -> None:
         f"max_prompt_len + max_new_tokens = {c.max_prompt_len + c.max_new_tokens} exceeds "
         f"max_len={c.max_len}",
     )
-    from llm.rewards import check_reward_spec  # no model or file is loaded
+    obj = objectives.OBJECTIVES[c.objective]
+    _require(
+        not (obj.batch_coupled and 0 < c.micro_prompts < c.prompts_per_round),
+        "micro_prompts",
+        f"{c.objective!r} {BATCH_COUPLED_HELP}; use --micro-prompts 0 (all "
+        f"{c.prompts_per_round} prompts at once)",
+    )
+    from llm.rewards import check_reward_spec, reward_gap_bound  # nothing is loaded
 
     check_reward_spec(c.reward, c.reward_args)
+    gap = reward_gap_bound(c.reward, c.reward_args, c.max_new_tokens)
+    if obj.data != "groups" and c.kl_reward == 0 and gap is not None:
+        _require(
+            gap > c.pair_threshold,
+            "pair_threshold",
+            f"{c.pair_threshold:g} is not below the largest reward gap {c.reward} can give with "
+            f"max_new_tokens={c.max_new_tokens} ({gap:g}): no pair can ever form, so "
+            f"{c.objective!r} would never train; lower --pair-threshold",
+        )
 
 
 def _plain_name(name: str) -> bool:

@@ -50,13 +50,16 @@ from llm import runs, setup
 from llm.collect import Collected, collect, draw_prompts, evaluate_policy
 from llm.config import TrainConfig
 from llm.prompts import Prompt, load_prompts
-from llm.rewards import build_reward
+from llm.rewards import build_reward, check_loadable
 from llm.round_log import (
+    WITHOUT_PAIRS,
     generation_records,
     load_round_state,
     round_record,
+    rounds_without_pairs,
     save_round_state,
     truncate_generations,
+    warn_without_pairs,
 )
 from llm.sampling import HFSampler, Sampler, eos_ids
 from runio import NonFiniteError, RunResult, UserError, tracking
@@ -245,8 +248,9 @@ def _evaluate(ses: RoundsSession, r: int) -> dict[str, float]:
     return {**out, "time/eval": time.perf_counter() - t0}
 
 
-def train_round(ses: RoundsSession, r: int) -> dict:
-    """Collect round r, take its T steps, update the baseline; returns its metrics record."""
+def train_round(ses: RoundsSession, r: int) -> tuple[dict, list[dict]]:
+    """Collect round r, take its T steps, update the baseline; returns its metrics record and
+    its generations.jsonl records (written by the caller once the round is logged)."""
     col = _collect_round(ses, r)
     rnd = round_of_samples(ses.cfg, ses.obj, col)
     t0, losses, norms = time.perf_counter(), [], []
@@ -265,9 +269,7 @@ def train_round(ses: RoundsSession, r: int) -> dict:
     record = round_record(ses.cfg, r, col, rnd, losses, norms, lr, time.perf_counter() - t0)
     if ses.cfg.eval_prompts and eval_due(ses.cfg, r):
         record.update(_evaluate(ses, r))
-    for g in generation_records(ses.cfg, ses.prompts, r, col):
-        runs.append(ses.run_dir / "generations.jsonl", g)
-    return record
+    return record, generation_records(ses.cfg, ses.prompts, r, col)
 
 
 def run(
@@ -280,6 +282,7 @@ def run(
     """The rounds modes of ``llm.train.run`` (its docstring says what the arguments do)."""
     if cfg.dry_run:
         _, _, report = load_prompts(cfg)
+        check_loadable(cfg.reward)
         print(json.dumps({"prompts": report}, indent=1))
         return runs.result_of(cfg, None, {"prompts": report})
     ses = _setup(cfg, sampler)
@@ -301,22 +304,35 @@ def _rounds(
     extra_metrics: Callable[[torch.nn.Module, int], dict] | None,
 ) -> dict:
     """The rounds from the one ``ses.start`` is in, each logged (metrics.jsonl and the
-    trackers); returns the last round's record."""
+    trackers, then its generations: both hold finished rounds only); returns the last round's
+    record. A ``UserError`` in a round (the reward raised or was not finite) writes FAILED.
+    Pairwise and chosen-only objectives count the rounds in which no pair formed
+    (``rounds/without_pairs``, warned about once)."""
     cfg = ses.cfg
     first = ses.start // cfg.steps_per_round
     bar = tqdm(total=cfg.rounds, initial=first, disable=not cfg.progress, desc=cfg.mode)
     ses.policy.train()
     record: dict = {}
+    pairwise = ses.obj.data != "groups"
+    without, warned = (rounds_without_pairs(ses.run_dir, first) if pairwise else 0), False
     for r in range(first, cfg.rounds):
         try:
-            record = train_round(ses, r)
-        except UserError as e:  # a non-finite reward: recorded, no update was made
-            runs.mark_failed(ses.run_dir, f"round {r}: {e}")
-            raise
+            record, gens = train_round(ses, r)
+        except UserError as e:  # the reward raised or was not finite: no update with it
+            message = f"round {r}: {e}"
+            runs.mark_failed(ses.run_dir, message)
+            raise UserError(f"{message} [{ses.run_dir}/FAILED]") from None
+        if pairwise:
+            if record["pairs/valid"] == 0:
+                warned = warned or warn_without_pairs(cfg, r)
+                without += 1
+            record[WITHOUT_PAIRS] = without
         if extra_metrics is not None:
             with torch.no_grad():
                 record.update(extra_metrics(ses.accelerator.unwrap_model(ses.policy).model, r))
         setup.log_record(ses.accelerator, ses.run_dir / "metrics.jsonl", record)
+        for g in gens:
+            runs.append(ses.run_dir / "generations.jsonl", g)
         if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < cfg.rounds:
             _save(ses, r)
         bar.update(1)

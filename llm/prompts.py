@@ -3,10 +3,14 @@
 A row holds ``prompt``: a string, or a list of ``{"role", "content"}`` messages (other columns
 are ignored, so a preference-pairs file is also a prompts file). Formats and errors are those of
 the pairs data (``llm.data.read_rows``; ``DataError`` naming the file, the 0-based row and the
-problem). With a chat template (``chat_template="on"``, or ``"auto"`` and the tokenizer has one)
-the prompt is rendered with the generation prompt, exactly as the pairs path renders its prompts;
+problem). A message list holds the roles of ``CHAT_ROLES`` and does not end with the assistant's
+message (the model writes that turn); a file without a ``prompt`` column is refused at once,
+naming the layout its columns make. With a chat template (``chat_template="on"``, or ``"auto"``
+and the tokenizer has one) the prompt is rendered with the generation prompt, exactly as the
+pairs path renders its prompts (a template that refuses the messages makes the row invalid);
 without one, ``tokenizer(prompt)`` (with its special tokens, e.g. BOS). A prompt longer than
-``max_prompt_len`` tokens makes the row invalid (``skip_invalid`` skips it instead).
+``max_prompt_len`` tokens makes the row invalid (``skip_invalid`` skips it instead). The file
+must hold ``prompts_per_round`` and ``eval_prompts`` valid prompts (a request is never trimmed).
 """
 
 from __future__ import annotations
@@ -15,8 +19,19 @@ from collections import Counter
 from dataclasses import dataclass
 
 from llm import models
-from llm.data import DataError, check_messages, problem_kind, read_rows, render_row
+from llm.data import (
+    LAYOUT_NAMES,
+    DataError,
+    check_messages,
+    detect_layout,
+    problem_kind,
+    read_rows,
+    render_checked,
+)
 from runio import UserError
+
+CHAT_ROLES = ("system", "developer", "user", "assistant", "tool")
+"""The roles a prompt's messages may have."""
 
 
 @dataclass(frozen=True)
@@ -38,6 +53,32 @@ def prompt_texts(rows: list[dict]):
             yield from (m["content"] for m in p if isinstance(m, dict) and "content" in m)
 
 
+def _check_roles(messages: list) -> str | None:
+    if not messages:
+        return "empty 'prompt' message list"
+    for j, m in enumerate(messages):
+        if m["role"] not in CHAT_ROLES:
+            return f"'prompt' message {j} has role {m['role']!r}; accepted: {', '.join(CHAT_ROLES)}"
+    if messages[-1]["role"] == "assistant":
+        return (
+            f"'prompt' ends with an assistant message (message {len(messages) - 1}); a prompt is "
+            "the conversation up to the model's turn"
+        )
+    return None
+
+
+def _check_columns(rows: list, path: str) -> None:
+    """A file none of whose rows has a ``prompt``: one line naming the layout it has."""
+    if any(isinstance(r, dict) and "prompt" in r for r in rows) or not rows:
+        return
+    cols = sorted({k for r in rows if isinstance(r, dict) for k in r})
+    layout = LAYOUT_NAMES[detect_layout(rows)]
+    raise UserError(
+        f"{path}: no 'prompt' column (columns {cols}: {layout} rows); a prompts file needs a "
+        "'prompt' string or list of {role, content} messages per row"
+    )
+
+
 def _tokenize(tokenizer, row, use_template: bool, max_prompt_len: int):
     if not isinstance(row, dict):
         return f"row must be an object/dict, got {type(row).__name__}"
@@ -50,14 +91,14 @@ def _tokenize(tokenizer, row, use_template: bool, max_prompt_len: int):
         messages = [{"role": "user", "content": p}]
         text = p
     else:
-        if problem := check_messages(p, "prompt"):
+        if problem := check_messages(p, "prompt") or _check_roles(p):
             return problem
-        if not p:
-            return "empty 'prompt' message list"
         if not use_template:
             return "conversational prompt (message list) but no chat template is in use"
         messages, text = p, "\n".join(m["content"] for m in p)
-    ids = render_row(tokenizer, messages, True) if use_template else tokenizer(p)["input_ids"]
+    ids = render_checked(tokenizer, messages, True) if use_template else tokenizer(p)["input_ids"]
+    if isinstance(ids, str):
+        return ids
     if not ids:
         return "empty prompt after tokenisation"
     if len(ids) > max_prompt_len:
@@ -79,6 +120,7 @@ def tokenize_prompts(
     if chat_template == "on" and not has_template:
         raise UserError("TrainConfig.chat_template: 'on' but the tokenizer has no chat template")
     use_template = chat_template == "on" or (chat_template == "auto" and has_template)
+    _check_columns(rows, path)
     out, skipped = [], Counter()
     for i, row in enumerate(rows):
         result = _tokenize(tokenizer, row, use_template, max_prompt_len)
@@ -115,9 +157,11 @@ def load_prompts(cfg):
         rows, tokenizer, path=cfg.prompts, max_prompt_len=cfg.max_prompt_len,
         chat_template=cfg.chat_template, skip_invalid=cfg.skip_invalid,
     )  # fmt: skip
-    if len(prompts) < cfg.prompts_per_round:
-        raise UserError(
-            f"TrainConfig.prompts_per_round: {cfg.prompts_per_round} exceeds the "
-            f"{len(prompts)} valid prompts of {cfg.prompts}"
-        )
+    for name in ("prompts_per_round", "eval_prompts"):
+        if getattr(cfg, name) > len(prompts):
+            skipped = f", {report['rows'] - len(prompts)} rows skipped" if cfg.skip_invalid else ""
+            raise UserError(
+                f"TrainConfig.{name}: {getattr(cfg, name)} exceeds the {len(prompts)} valid "
+                f"prompts of {cfg.prompts}{skipped}"
+            )
     return tokenizer, prompts, report

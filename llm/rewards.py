@@ -12,19 +12,27 @@
     offline preference data, not in the reward)
 
 - ``module:function``: ``function(prompts=list[str], responses=list[str],
-  token_ids=list[list[int]])`` returning one float per response (a sequence or tensor);
+  token_ids=list[list[int]])`` returning one float per response (a sequence or tensor). The
+  module is imported from the working directory or PYTHONPATH when the run starts, before the
+  model loads (``load_function``: a missing module, a missing or non-callable attribute, or a
+  signature that does not take those keywords is one line); an exception it raises then, or
+  while scoring, is a ``UserError`` naming the function (and, while scoring, the prompt row);
 - a local directory holding a ``transformers`` sequence-classification model with one label: the
   reward is its logit on ``prompt + response`` (rendered with the reward model's own chat template
   when it has one), scored in batches with its own tokenizer.
 
 A NaN or infinite reward is a ``UserError`` naming the prompt and the sample (``check_finite``),
-raised by the caller before any update.
+raised by the caller before any update; ``score`` calls a reward on a round's samples with both
+checks.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import math
+import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -96,18 +104,97 @@ def _as_rewards(values: object, n: int, spec: str) -> Tensor:
     return out
 
 
-def _callable(spec: str) -> RewardFn:
-    module_name, _, name = spec.partition(":")
+def _import(module_name: str, spec: str):
+    """The reward's module, from sys.path or else the working directory (a console script's
+    sys.path lacks it); any failure is one ``UserError`` line."""
+    where = "the working directory or PYTHONPATH"
     try:
-        fn = getattr(importlib.import_module(module_name), name)
-    except (ImportError, AttributeError) as e:
-        raise UserError(f"TrainConfig.reward: cannot import {spec!r} ({e})") from None
+        try:
+            return importlib.import_module(module_name)
+        except ModuleNotFoundError as e:
+            top = module_name.split(".")[0]
+            if e.name != top or os.getcwd() in sys.path or "" in sys.path:
+                raise
+            sys.path.append(os.getcwd())
+            try:
+                return importlib.import_module(module_name)
+            finally:
+                sys.path.remove(os.getcwd())
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            msg = f"TrainConfig.reward: {spec!r}: no module {e.name!r} importable from {where}"
+            raise UserError(msg) from None
+        msg = f"TrainConfig.reward: {spec!r}: importing {module_name!r} failed: {e}"
+        raise UserError(msg) from None
+    except Exception as e:  # the module's own code raised at import
+        msg = f"TrainConfig.reward: {spec!r}: importing {module_name!r} raised {_what(e)}"
+        raise UserError(msg) from None
+
+
+def _what(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+REWARD_KEYWORDS = ("prompts", "responses", "token_ids")
+"""The keyword arguments a ``module:function`` reward is called with."""
+
+
+def load_function(spec: str) -> Callable:
+    """The function of a ``module:function`` reward, checked before anything loads: the module
+    imports, the attribute exists and is callable, and its signature takes ``REWARD_KEYWORDS``
+    (as keywords). A ``UserError`` naming the reward otherwise."""
+    module_name, _, name = spec.partition(":")
+    module = _import(module_name, spec)
+    try:
+        fn = getattr(module, name)
+    except AttributeError:
+        msg = f"TrainConfig.reward: {spec!r}: module {module_name!r} has no attribute {name!r}"
+        raise UserError(msg) from None
+    if not callable(fn):
+        msg = f"TrainConfig.reward: {spec!r} is not callable (its type is {type(fn).__name__})"
+        raise UserError(msg)
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: the first call tells
+        return fn
+    try:
+        sig.bind(**{k: [] for k in REWARD_KEYWORDS})
+    except TypeError as e:
+        raise UserError(
+            f"TrainConfig.reward: {spec!r} is called as {name}(prompts=list[str], "
+            f"responses=list[str], token_ids=list[list[int]]) but its signature is {name}{sig} "
+            f"({e})"
+        ) from None
+    return fn
+
+
+def _callable(spec: str) -> RewardFn:
+    fn = load_function(spec)
 
     def reward(prompts, responses, token_ids, lengths_B):
         values = fn(prompts=list(prompts), responses=list(responses), token_ids=token_ids)
         return _as_rewards(values, len(responses), spec)
 
+    reward.spec = spec
     return reward
+
+
+def check_loadable(spec: str) -> None:
+    """``--dry-run``'s check of a ``module:function`` reward (``load_function``); built-in and
+    reward-model rewards are not loaded."""
+    if spec not in LENGTH_REWARDS and not Path(spec).expanduser().is_dir():
+        load_function(spec)
+
+
+def reward_gap_bound(spec: str, items: Sequence[str], max_new_tokens: int) -> float | None:
+    """The largest reward gap a built-in length reward can give between two responses of at
+    most ``max_new_tokens`` tokens (None for other rewards: unknown before they run)."""
+    if spec not in LENGTH_REWARDS:
+        return None
+    lengths = torch.arange(max_new_tokens + 1, dtype=torch.float32)
+    r = LENGTH_REWARDS[spec][1](lengths, **parse_args(spec, items))
+    return float(r.max() - r.min())
 
 
 class RewardModel:
@@ -135,6 +222,7 @@ class RewardModel:
         self.model.config.pad_token_id = self.tokenizer.pad_token_id
         self.model.to(device).eval()
         self.path, self.batch_size, self.device = path, batch_size, device
+        self.spec = f"model {path}"
 
     def _texts(self, prompts: Sequence[str], responses: Sequence[str]) -> list[str]:
         if getattr(self.tokenizer, "chat_template", None):
@@ -181,3 +269,44 @@ def check_finite(rewards_PN: Tensor, prompt_idx: Sequence[int], prompts_file: st
             f"reward {rewards_PN[p, n].item()} for sample {n} of prompt row {prompt_idx[p]} of "
             f"{prompts_file}: rewards must be finite (no update was made)"
         )
+
+
+def score(
+    reward_fn: Callable,
+    prompt_texts: Sequence[str],
+    texts: Sequence[str],
+    token_ids: Sequence[Sequence[int]],
+    lengths_B: Tensor,
+    rows: Sequence[int],
+    prompts_file: str,
+) -> Tensor:
+    """The rewards (P, N) of P prompts' N samples each (``rows``: the prompts' rows in the
+    prompts file), finite. Whatever the reward raises becomes one ``UserError`` line naming it
+    and the prompt row whose samples make it raise (each prompt's samples are retried alone to
+    find it; all rows when none raises alone)."""
+    p = len(rows)
+    n = len(texts) // p
+    name = getattr(reward_fn, "spec", None) or getattr(reward_fn, "__name__", "reward")
+    try:
+        rewards = reward_fn(prompt_texts, texts, token_ids, lengths_B).float().view(p, n)
+    except UserError as e:  # a wrong number or type of values
+        raise UserError(f"{e} (prompt rows {list(rows)} of {prompts_file})") from None
+    except Exception as e:
+        row, err = _failing_row(reward_fn, prompt_texts, texts, token_ids, lengths_B, rows, n)
+        where = f"prompt row {row}" if row is not None else f"prompt rows {list(rows)}"
+        raise UserError(
+            f"reward {name} raised {_what(err or e)} on the samples of {where} of "
+            f"{prompts_file} (no update was made with them)"
+        ) from None
+    check_finite(rewards, rows, prompts_file)
+    return rewards
+
+
+def _failing_row(reward_fn, prompt_texts, texts, token_ids, lengths_B, rows, n):
+    for k, row in enumerate(rows):
+        s = slice(k * n, (k + 1) * n)
+        try:
+            reward_fn(prompt_texts[s], texts[s], token_ids[s], lengths_B[s])
+        except Exception as e:
+            return row, e
+    return None, None

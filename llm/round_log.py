@@ -1,4 +1,5 @@
-"""What a round leaves on disk: its metrics.jsonl record (slash-namespaced keys, ``ROUND_KEYS``),
+"""What a round leaves on disk: its metrics.jsonl record (slash-namespaced keys, ``ROUND_KEYS``,
+plus ``rounds/without_pairs`` for pairwise and chosen-only objectives),
 a sample of its generations for generations.jsonl, and the rounds state of a checkpoint
 (``rounds_state.json``: the next round and the running baseline, plain JSON, written before
 ``llm.runs.save_checkpoint`` writes the checkpoint's trainer_state.json last)."""
@@ -6,6 +7,7 @@ a sample of its generations for generations.jsonl, and the rounds state of a che
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -22,6 +24,31 @@ ROUND_KEYS = (
     "grad/norm", "lr", "time/generate", "time/score", "time/update",
 )  # fmt: skip
 """Keys of a metrics.jsonl record (one per round)."""
+
+WITHOUT_PAIRS = "rounds/without_pairs"
+"""Pairwise and chosen-only objectives: rounds so far (this one included) in which no pair
+formed (every reward gap ≤ pair_threshold), so the objective's loss had no example."""
+
+
+def rounds_without_pairs(run_dir: Path, first: int) -> int:
+    """The rounds before ``first`` without pairs, from a resumed run's metrics.jsonl (its
+    records of rounds after the checkpoint are already dropped)."""
+    path = run_dir / "metrics.jsonl"
+    if first == 0 or not path.exists():
+        return 0
+    recs = [r for r in read_jsonl(path) if r.get("round", first) < first]
+    return sum(1 for r in recs if r.get("pairs/valid") == 0)
+
+
+def warn_without_pairs(cfg: TrainConfig, r: int) -> bool:
+    """Say once (stderr) that round r formed no pair; returns True."""
+    print(
+        f"[llm] warning: round {r}: no pair formed (every reward gap of a prompt's samples is ≤ "
+        f"--pair-threshold {cfg.pair_threshold:g}), so {cfg.objective!r} had no pairs to train "
+        f"on; such rounds are counted in metrics.jsonl as {WITHOUT_PAIRS} (warned once)",
+        file=sys.stderr,
+    )
+    return True
 
 
 def round_record(

@@ -19,7 +19,10 @@ builds both such inputs the registry has:
 
 Normalisation: an optimiser step sees N pairs in total (micro-batches × processes); each
 micro-batch contributes Σ_b loss_b · W / N to the backward pass (W processes, whose gradients DDP
-averages), so the update is that of the mean loss over all N pairs.
+averages), so the update is that of the mean loss over all N pairs. That holds for per-pair
+losses only: a batch-coupled objective (``Objective.batch_coupled``, AOT) is refused for a step of
+several micro-batches or processes (``TrainConfig`` refuses --grad-accum > 1 and a launcher's
+process count up front).
 """
 
 from __future__ import annotations
@@ -226,6 +229,12 @@ def train_step(
     """One optimiser step over this process's micro-batches; ``n_pairs`` is the step's total pair
     count over all micro-batches and processes (``max_len``: ``batch_loss``'s). Returns the
     step's metrics (all processes)."""
+    if obj.batch_coupled and (accelerator.num_processes > 1 or len(micro_batches) > 1):
+        raise UserError(  # TrainConfig refuses what it can see; this is a launch it could not
+            f"{obj.name!r} is batch-coupled (a pair's loss depends on the other pairs of its "
+            f"batch): a step over {len(micro_batches)} micro-batches × "
+            f"{accelerator.num_processes} processes is not the full batch's; use one of each"
+        )
     t0 = time.perf_counter()
     stats_K = torch.zeros(len(PAIR_KEYS), device=accelerator.device)
     tokens = torch.zeros((), device=accelerator.device)

@@ -59,6 +59,7 @@ from llm.data.tokenising import (
     collate,
     match_unpaired,
     problem_kind,
+    render_checked,
     render_row,
     tokenize_rows,
 )
@@ -81,6 +82,7 @@ __all__ = [
     "match_unpaired",
     "problem_kind",
     "read_rows",
+    "render_checked",
     "render_row",
     "row_parts",
     "split_shared_prefix",

@@ -59,11 +59,26 @@ def render_row(tokenizer, messages: list, generation_prompt: bool) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def render_checked(tokenizer, messages: list, generation_prompt: bool) -> list[int] | str:
+    """``render_row``, or the row's problem when the chat template refuses the messages (a
+    template's ``raise_exception``, e.g. roles that must alternate)."""
+    from jinja2 import TemplateError
+
+    try:
+        return render_row(tokenizer, messages, generation_prompt)
+    except TemplateError as e:
+        return f"the chat template refuses the messages ({' '.join(str(e).split())})"
+
+
 def _template_ids(tokenizer, prompt: list, responses: list) -> tuple[list, list] | str:
-    prompt_ids = render_row(tokenizer, prompt, generation_prompt=True)
+    prompt_ids = render_checked(tokenizer, prompt, generation_prompt=True)
+    if isinstance(prompt_ids, str):
+        return prompt_ids
     out = []
     for key, resp in responses:
-        full = render_row(tokenizer, prompt + resp, generation_prompt=False)
+        full = render_checked(tokenizer, prompt + resp, generation_prompt=False)
+        if isinstance(full, str):
+            return full
         if full[: len(prompt_ids)] != prompt_ids:
             return f"chat template: the rendered prompt is not a token prefix of the {key} one"
         out.append(full[len(prompt_ids) :])
