@@ -20,9 +20,13 @@ import contextlib
 import contextvars
 import errno
 import gc
+import io
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 EXIT_USER = 2
 EXIT_NONFINITE = 3
@@ -104,6 +108,36 @@ def cli_entry(main: Callable[[list[str]], object], argv: Sequence[str] | None = 
         if argv is None:
             gc.freeze()
     return 0
+
+
+def one_line_cli(parse: Callable[[], T]) -> T:
+    """``parse()`` (a tyro parser call) with tyro's error box, printed when a flag's value
+    cannot be read (``--rounds 2.5``, ``--mode sideways``, an unknown flag), turned into one
+    ``UserError`` line (exit code 2 under ``cli_entry``) like every other bad value;
+    ``--help`` and what tyro prints on success pass through."""
+    buf = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buf):
+            result = parse()
+    except SystemExit as e:
+        if e.code in (0, None):
+            sys.stderr.write(buf.getvalue())
+            raise
+        text = _box_text(buf.getvalue()) or f"cannot parse the command line ({e})"
+        raise UserError(text) from None
+    sys.stderr.write(buf.getvalue())
+    return result
+
+
+def _box_text(text: str) -> str:
+    """The message of a rich error box: the lines between its title and first rule, joined."""
+    lines = [line.strip().strip("│╭╮╰╯").strip() for line in text.splitlines()]
+    body = []
+    for line in lines[1:]:
+        if line and set(line) <= {"─"}:
+            break
+        body.append(line)
+    return " ".join(" ".join(body or lines).split())
 
 
 def exit_on_error(main: Callable[[list[str]], object], argv: Sequence[str] | None = None) -> None:

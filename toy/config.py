@@ -8,14 +8,10 @@ any training starts. The objective's hyperparameter ranges are the registry's
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import math
-import sys
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import objectives
 from rounds.options import RoundOptions
@@ -23,8 +19,6 @@ from runio import UserError, validation_deferred
 from runio.options import RunOptions
 from runio.validate import check_types
 from toy.bandit import REWARDS
-
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -282,36 +276,6 @@ PRESETS: dict[str, BanditConfig] = {
 """Budget of the on-policy presets: 100 rounds × 10 prompts × 10 samples = 10,000 reward
 queries and 1,500 gradient steps. Every preset trains on a fixed pool of exactly its P prompts
 (``n_train_contexts``), like the official scripts; pass a larger pool to draw from many."""
-
-
-def one_line_cli(parse: Callable[[], T]) -> T:
-    """``parse()`` (a tyro parser call) with tyro's error box, printed when a flag's value
-    cannot be read (``--rounds 2.5``, ``--mode sideways``, an unknown flag), turned into one
-    ``UserError`` line (exit code 2 under ``runio.cli_entry``) like every other bad value;
-    ``--help`` and what tyro prints on success pass through."""
-    buf = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(buf):
-            result = parse()
-    except SystemExit as e:
-        if e.code in (0, None):
-            sys.stderr.write(buf.getvalue())
-            raise
-        text = _box_text(buf.getvalue()) or f"cannot parse the command line ({e})"
-        raise UserError(text) from None
-    sys.stderr.write(buf.getvalue())
-    return result
-
-
-def _box_text(text: str) -> str:
-    """The message of a rich error box: the lines between its title and first rule, joined."""
-    lines = [line.strip().strip("│╭╮╰╯").strip() for line in text.splitlines()]
-    body = []
-    for line in lines[1:]:
-        if line and set(line) <= {"─"}:
-            break
-        body.append(line)
-    return " ".join(" ".join(body or lines).split())
 
 
 def preset(name: str, **overrides) -> BanditConfig:

@@ -27,10 +27,11 @@ import pandas as pd
 import torch
 
 import objectives
+from errors import one_line_cli
 from runio import UserError, cli_entry, deferred_validation
 from toy import displacement, kl_modes, mass, prob_space
 from toy.bandit import reference_probs
-from toy.config import one_line_cli, parse_hparams, preset
+from toy.config import parse_hparams, preset
 from toy.gradient_config import (
     BANDIT_HP,
     COMMANDS,

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from errors import one_line_cli
 from runio import (
     UserError,
     cli_entry,
@@ -60,7 +61,7 @@ from runio import (
 )
 from runio.validate import check_types
 from toy import outputs
-from toy.config import PRESETS, BanditConfig, one_line_cli, preset
+from toy.config import PRESETS, BanditConfig, preset
 from toy.config import validate as validate_bandit
 from toy.grid import (
     FIELDS,

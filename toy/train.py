@@ -51,11 +51,12 @@ from tqdm.auto import tqdm
 import objectives
 import rounds
 import runio
+from errors import one_line_cli
 from objectives import values_checked_once
 from runio import cli_entry, deferred_validation
 from toy import outputs
 from toy.bandit import CONTEXT_DIM
-from toy.config import PRESETS, BanditConfig, one_line_cli, preset, validate
+from toy.config import PRESETS, BanditConfig, preset, validate
 from toy.evaluation import EvalBuffer, check_final_policy, check_finite
 from toy.metrics import Recorder
 from toy.optim import RowAdam
