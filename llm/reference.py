@@ -155,8 +155,8 @@ def cached_table(
     n_rows: int,
 ) -> tuple[tuple[Tensor, Tensor], bool]:
     """The table stored under ``cache_dir/ref_logps/<key>.pt``, computing and saving it (main
-    process, atomic write) when absent or unreadable (reported with its path). Returns
-    (table, was_cached)."""
+    process, atomic write) when absent or unreadable (reported with its path; a save that fails
+    is a warning). Returns (table, was_cached)."""
     path = Path(cache_dir).expanduser() / "ref_logps" / f"{key}.pt"
     table = _load_table(path, n_rows) if path.exists() else None
     # every process takes the same branch (no collective hangs): all must have read the file
@@ -170,8 +170,13 @@ def cached_table(
         print(f"[llm] reference cache {path} is corrupt or stale; recomputing it", file=sys.stderr)
     table = compute()
     if accelerator.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {"sums": table[0], "counts": table[1]}
-        atomic_write(path, lambda p: torch.save(payload, p))
+        try:  # a cache that cannot be written (disk full, no permission) is only a warning
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write(path, lambda p: torch.save(payload, p))
+        except Exception as e:
+            reason = " ".join(str(getattr(e, "strerror", None) or e).split())[:160]
+            print(f"[llm] warning: cannot write reference cache {path} ({reason}); it will be "
+                  "recomputed next time", file=sys.stderr)  # fmt: skip
     accelerator.wait_for_everyone()
     return table, False

@@ -4,21 +4,35 @@ tracker, the metrics log, and the resolved config written beside the results.
 
 One rule chooses the reference (``reference_mode``): the objective needs one, or the run samples
 from π_ref (every rounds mode: round 0 and offline samples come from the reference); ``auto`` is
-the LoRA base model with its adapters off under ``--lora``, else a frozen copy."""
+the LoRA base model with its adapters off under ``--lora``, else a frozen copy.
+
+Also the plumbing both modes share: where the run writes, checked before any model loads
+(``check_places``); the fingerprints of the input files stored in config.json
+(``input_fingerprints``); a decision taken on the main process that every process learns
+(``on_main``); write failures of torch's and safetensors' writers told as the disk fault they
+are (``writing``)."""
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import errno
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
 from pathlib import Path
 
 import torch
 
 import objectives
+from errors import DISK_FAULTS, is_disk_fault
 from llm import models
 from llm.config import TrainConfig
 from llm.logps import PolicyLogps
-from runio import git_sha, tracking, versions
+from runio import UserError, append_jsonl, check_writable, git_sha, read_jsonl, tracking, versions
 
 
 def run_dir_of(cfg: TrainConfig) -> Path:
@@ -54,9 +68,7 @@ def start_tracking(cfg: TrainConfig, acc, run_dir: Path, start: int) -> None:
 def log_record(acc, path: Path, record: dict) -> None:
     """Append ``record`` to metrics.jsonl and log its numbers to the trackers at its step (call
     on the main process)."""
-    from llm import runs
-
-    runs.append(path, record)
+    append_jsonl(path, record)
     acc.log(tracking.scalars(record), step=record["step"])
 
 
@@ -143,14 +155,229 @@ def reference_logps(cfg: TrainConfig, acc, policy, ref_model, adapters_off: bool
     return logps, lm
 
 
+def run_config(cfg: TrainConfig) -> dict:
+    """config.json's ``config``: every field and the resolved hyperparameters."""
+    return {**vars(cfg), "resolved_hparams": cfg.resolved_hparams()}
+
+
 def run_meta(cfg: TrainConfig, ref_mode: str, total_steps: int, **extra) -> dict:
-    """config.json's content: the resolved config, run name, reference, versions, git SHA."""
+    """config.json's content: the resolved config, run name, reference, the input files'
+    fingerprints, versions, git SHA."""
     return {
-        "config": {**vars(cfg), "resolved_hparams": cfg.resolved_hparams()},
+        "config": run_config(cfg),
         "run_name": cfg.run_name(),
         "reference": ref_mode,
         **extra,
+        "inputs": input_fingerprints(cfg),
         "total_steps": total_steps,
         "versions": versions("transformers", "accelerate", "peft", "tokenizers"),
         "git_sha": git_sha(),
     }
+
+
+def result_of(cfg, run_dir: Path | None, final: dict, loaded: bool = False):
+    """The ``runio.RunResult`` of a run: metrics.jsonl read back as a DataFrame."""
+    import pandas as pd
+
+    from runio.results import RunResult
+
+    path = None if run_dir is None else run_dir / "metrics.jsonl"
+    rows = read_jsonl(path) if path is not None and path.exists() else []
+    run_dir_str = {"run_dir": str(run_dir)} if run_dir is not None else {}
+    return RunResult(cfg, pd.DataFrame(rows), run_dir, {**final, **run_dir_str}, loaded)
+
+
+def check_places(cfg: TrainConfig) -> None:
+    """Where the run writes, checked before anything is read or built (nothing is created):
+    --out-dir (or, not there yet, the nearest directory above it, where it would be created),
+    and the run directory and its tracking/ (``--report-to``) when they exist."""
+    run_dir = run_dir_of(cfg)
+    writable_place(Path(cfg.out_dir).expanduser(), "TrainConfig.out_dir")
+    places = [(run_dir, "TrainConfig.out_dir")]
+    if cfg.report_to != "none":
+        places.append((tracking.tracking_dir(run_dir), "TrainConfig.report_to"))
+    for where, what in places:
+        if not (where.exists() or where.is_symlink()):
+            continue
+        if not where.is_dir():
+            raise UserError(f"{what}: {where} exists and is not a directory")
+        if not os.access(where, os.W_OK | os.X_OK):
+            raise UserError(
+                f"{what}: cannot write in {where} (no write permission, or a read-only file system)"
+            )
+
+
+def writable_place(directory: Path, what: str) -> None:
+    """``runio.check_writable`` without creating anything: ``directory`` when it exists, else
+    the nearest existing directory above it."""
+    target = Path(directory).expanduser().absolute()
+    where = target
+    while not (where.exists() or where.is_symlink()) and where.parent != where:
+        where = where.parent
+    try:
+        check_writable(where, what)
+    except UserError as e:
+        if where == target:
+            raise
+        reason = str(e).removeprefix(what + ": ")
+        raise UserError(f"{what}: cannot create {target} ({reason})") from None
+
+
+WHOLE_FILE = 256 << 20
+"""Input files up to this size are fingerprinted by their size and the sha256 of every byte;
+larger ones by size, modification time and the sha256 of their first and last MiB (hashing a
+multi-GB file on every resume would cost more than it tells)."""
+
+_FINGERPRINTS: dict[tuple, dict] = {}
+
+
+def _file_fingerprint(path: Path) -> dict:
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, st.st_ino, WHOLE_FILE)
+    if key not in _FINGERPRINTS:
+        h, mib = hashlib.sha256(), 1 << 20
+        with open(path, "rb") as f:
+            if st.st_size <= WHOLE_FILE:
+                for block in iter(lambda: f.read(mib), b""):
+                    h.update(block)
+                fp = {"bytes": st.st_size, "sha256": h.hexdigest()}
+            else:
+                h.update(f.read(mib))
+                f.seek(max(st.st_size - mib, 0))
+                h.update(f.read(mib))
+                fp = {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns, "sha256_ends": h.hexdigest()}
+        _FINGERPRINTS[key] = fp
+    return _FINGERPRINTS[key]
+
+
+def fingerprint(path: Path) -> dict:
+    """A file's fingerprint (``WHOLE_FILE``); a directory's: its files' (hidden ones aside),
+    hashed together with their names."""
+    if path.is_file():
+        return _file_fingerprint(path)
+    files = sorted(p for p in path.rglob("*") if p.is_file()
+                   and not any(s.startswith(".") for s in p.relative_to(path).parts))  # fmt: skip
+    h = hashlib.sha256()
+    for p in files:
+        h.update(f"{p.relative_to(path)}\0{sorted(_file_fingerprint(p).items())}\n".encode())
+    total = sum(_file_fingerprint(p)["bytes"] for p in files)
+    return {"files": len(files), "bytes": total, "sha256": h.hexdigest()}
+
+
+def input_fingerprints(cfg: TrainConfig) -> dict[str, dict]:
+    """``fingerprint`` of each local input: --data and --eval-data (pairs mode); --prompts and
+    a --reward that is a model directory or a ``module:function`` (its source file) in the
+    rounds modes. Hub names are not fingerprinted (nothing local to compare)."""
+    fields = ("data", "eval_data") if cfg.mode == "pairs" else ("prompts", "reward")
+    out = {}
+    for field in fields:
+        spec = getattr(cfg, field) or ""
+        path = Path(spec).expanduser() if spec else None
+        if field == "reward" and path is not None and not path.is_dir():
+            path = _module_file(spec) if ":" in spec else None
+        if path is not None and path.exists():
+            out[field] = fingerprint(path)
+    return out
+
+
+def _module_file(spec: str) -> Path | None:
+    import importlib.util
+
+    try:
+        origin = importlib.util.find_spec(spec.partition(":")[0]).origin
+    except (ImportError, AttributeError, ValueError):
+        return None
+    return Path(origin) if origin and Path(origin).is_file() else None
+
+
+def on_main(accelerator, fn):
+    """``fn()`` on the main process, its result broadcast to every process; its error (a
+    ``UserError``, an ``OSError``, anything) is raised on every process, so none waits forever
+    and all print the same line."""
+    error, box = None, [None]
+    if accelerator.is_main_process:
+        try:
+            box = [("ok", fn())]
+        except UserError as e:
+            error, box = e, [("user", str(e))]
+        except OSError as e:
+            error, box = e, [("os", (e.errno, e.strerror, e.filename))]
+        except Exception as e:
+            error, box = e, [("bug", f"the main process failed: {type(e).__name__}: {e}")]
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(box)
+    if error is not None:
+        raise error
+    kind, value = box[0]
+    if kind == "user":
+        raise UserError(value)
+    if kind == "os":
+        raise OSError(*value)
+    if kind == "bug":
+        raise RuntimeError(value)
+    return value
+
+
+@contextlib.contextmanager
+def writing(where: Path):
+    """A failed write inside (torch's and safetensors' writers raise their own exceptions)
+    re-raised as the ``OSError`` it was — file size limit, disk full — so the CLI prints one
+    line; anything else propagates unchanged."""
+    try:
+        yield
+    except Exception as e:
+        if is_disk_fault(e):
+            raise
+        fault = write_fault(e, Path(where))
+        if fault is None:
+            raise
+        raise fault from e
+
+
+def write_fault(exc: Exception, where: Path) -> OSError | None:
+    """The disk fault behind ``exc`` from a write under ``where``, or None."""
+    import resource
+
+    found = re.search(r"os error (\d+)", str(exc))
+    code = int(found.group(1)) if found else None
+    if code in DISK_FAULTS:
+        return OSError(code, os.strerror(code), str(where))
+    files = [p for p in where.rglob("*") if p.is_file()] if where.is_dir() else [where]
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY:  # torch's writer only says "unexpected pos"
+        for p in files:
+            if p.exists() and p.stat().st_size >= limit:
+                return OSError(errno.EFBIG, os.strerror(errno.EFBIG), str(p))
+    parent = where if where.is_dir() else where.parent
+    if parent.exists() and shutil.disk_usage(parent).free < 1 << 20:
+        return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(where))
+    return None
+
+
+@contextlib.contextmanager
+def quiet_tied_weights():
+    """Without accelerate's warning that tied weights (GPT-2's head) are saved once: expected,
+    and restored on load — one line of noise on stderr per checkpoint otherwise."""
+    log = logging.getLogger("accelerate.utils.other")
+    quiet = lambda record: "Removed shared tensor" not in record.getMessage()  # noqa: E731
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
+def check_safetensors(path: Path) -> None:
+    """A ValueError unless the safetensors file holds its whole header and every tensor the
+    header describes (a truncated checkpoint file is found without reading its tensors)."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if size < 8 + n:
+            raise ValueError(f"{path.name}: truncated ({size} bytes)")
+        header = json.loads(f.read(n))
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if size != 8 + n + end:
+        raise ValueError(f"{path.name}: {size} bytes, its header describes {8 + n + end}")

@@ -7,10 +7,12 @@ scored responses (``--mode on_policy`` etc., ``llm.onpolicy``).
     python -m llm.train --dry-run --data pairs.jsonl --model DIR    # check data + config only
     accelerate launch -m llm.train --model DIR --lora --objective simpo ...
 
-Order of work: the config is validated when parsed; then the data files are read, every row
-checked and tokenised, and the model's position limit read from its config — all before any
-weights load — and only then the run directory is claimed (an existing run is never replaced
-without --resume or --overwrite) and the model built.
+Order of work: the config is validated when parsed; the places the run writes are checked
+writable (nothing is created); then the data files are read, every row checked and tokenised,
+and the model's position limit read from its config — all before any weights load — and only
+then the run directory is claimed (``llm.runs.claim``: atomically, one live run per directory;
+an existing run is never replaced without --resume or --overwrite) and the model built. A run
+that fails after its claim is released, never COMPLETE, and FAILED says why.
 
 Outputs runs/<name>/: config.json (written before training), metrics.jsonl (one record per logged
 step, toy metric keys), generations.jsonl, checkpoints/step_*/, final/ and COMPLETE (last); with
@@ -22,6 +24,7 @@ stops the run before the bad update, exit 3.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -33,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 import objectives
+from errors import is_disk_fault
 from llm import onpolicy, runs, setup
 from llm.config import TrainConfig, validate
 from llm.data import collate
@@ -154,6 +158,13 @@ def run(
     record (e.g. a task's exact metrics)."""
     if not cfg.out_dir and not cfg.dry_run:
         return _run_writing_nothing(cfg, on_step, sampler, extra_metrics)
+    if not cfg.dry_run:
+        setup.check_places(cfg)  # an unwritable place is found before anything is read or built
+    with _failing(setup.run_dir_of(cfg)):
+        return _run(cfg, on_step, sampler, extra_metrics)
+
+
+def _run(cfg: TrainConfig, on_step, sampler, extra_metrics) -> RunResult:
     if cfg.mode != "pairs":
         return onpolicy.run(cfg, on_step, sampler=sampler, extra_metrics=extra_metrics)
     if sampler is not None or extra_metrics is not None:
@@ -175,6 +186,37 @@ def run(
     if acc.is_main_process:
         runs.mark_complete(ses.run_dir, record)
     return result_of(cfg, ses.run_dir, record)
+
+
+@contextlib.contextmanager
+def _failing(run_dir: Path):
+    """A run that raises after this process claimed ``run_dir`` leaves it resumable, never
+    COMPLETE: FAILED says why (where it can be written) unless the error is a refusal
+    (``UserError``: the directory stays as it was) or the run had not started (no config.json);
+    the claim is released (no .lock left) and a directory the attempt left empty removed. A disk
+    fault's one line says so and how to continue."""
+    try:
+        yield
+    except BaseException as e:
+        if not runs.holds(run_dir):
+            raise
+        written = False
+        if isinstance(e, Exception) and not isinstance(e, UserError):
+            if (run_dir / "config.json").exists():
+                what = f"{type(e).__name__}: {e}"
+                if is_disk_fault(e):
+                    what = f"cannot write {e.filename}: {e.strerror}"
+                written = runs.mark_failed(run_dir, " ".join(what.split()))
+        runs.release(run_dir)
+        with contextlib.suppress(OSError):
+            run_dir.rmdir()  # only when empty: a fresh attempt that wrote nothing
+        if is_disk_fault(e):
+            step = runs.latest_step(run_dir)
+            where = f"its checkpoint of step {step}" if step else "the start"
+            failed = f"; {run_dir / 'FAILED'} written" if written else ""
+            note = f"run stopped, not complete{failed}; --resume continues it from {where}"
+            raise OSError(e.errno, f"{e.strerror} ({note})", e.filename) from e
+        raise
 
 
 def _run_writing_nothing(cfg: TrainConfig, on_step, sampler, extra_metrics) -> RunResult:
@@ -273,7 +315,15 @@ def _parse_and_run(argv: list[str]) -> RunResult:
 def main(argv: list[str] | None = None) -> int:
     """The command line (``modeseek-train``): user errors print one line and exit 2
     (``--debug``: traceback), a non-finite loss 3."""
-    return cli_entry(_parse_and_run, argv)
+    code = cli_entry(_parse_and_run, argv)
+    if code and argv is None:  # a real command line of several processes: as after a success,
+        import torch.distributed as dist  # exit now (gloo may abort at interpreter exit)
+
+        if dist.is_available() and dist.is_initialized():
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

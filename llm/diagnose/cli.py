@@ -43,11 +43,15 @@ responses. KTO's batch reference point z0 is the pair's own (0 at the start, as 
 Outputs in ``--out-dir``: ``pairs.csv`` (or ``.parquet``; one row per pair × objective),
 ``texts.jsonl`` (each pair's decoded prompt and responses), ``summary.json``, ``config.json``
 (config, resolved hyperparameters, versions, timing) and, with ``--plot``, ``diagnose.png``, each
-written atomically. User errors print one line and exit 2.
+written atomically. The directory is checked writable before anything is read (nothing is
+created) and held while the diagnosis writes it (``runio.claim_run_dir``'s lock: a second live
+diagnosis of the same ``--out-dir`` is refused). User errors and disk faults (disk full, file
+size limit, no permission) print one line and exit 2.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -62,7 +66,17 @@ from llm.diagnose.config import TABLE_NAMES, DiagnoseConfig, validate
 from llm.diagnose.gradients import rejected_prompt, select_params
 from llm.diagnose.pairs import diagnose_pairs
 from llm.diagnose.summary import format_summary, read_table, read_texts, summarize
-from runio import UserError, atomic_write, cli_entry, deferred_validation, git_sha, versions
+from llm.setup import writable_place, writing
+from runio import (
+    UserError,
+    atomic_write,
+    claim_run_dir,
+    cli_entry,
+    deferred_validation,
+    git_sha,
+    release_run_dir,
+    versions,
+)
 
 
 def _device(name: str) -> torch.device:
@@ -144,10 +158,8 @@ def run(cfg: DiagnoseConfig) -> dict:
         )
         print(format_summary(summary))
         return summary
-    existing = [n for n in TABLE_NAMES if (out_dir / n).exists()]
-    if existing and not cfg.overwrite:
-        raise UserError(f"{out_dir / existing[0]} exists; pass --overwrite or another --out-dir")
-    from llm import models
+    writable_place(out_dir, "DiagnoseConfig.out_dir")
+    _existing_tables(cfg, out_dir)
     from llm.pairs import load_data
 
     t_start = time.perf_counter()
@@ -162,6 +174,46 @@ def run(cfg: DiagnoseConfig) -> dict:
             file=sys.stderr,
         )
     examples = _subset(splits["train"], cfg.n_pairs, cfg.seed)
+    with claimed(out_dir):
+        existing = _existing_tables(cfg, out_dir)  # again, now that no other diagnosis writes
+        return _diagnose(cfg, out_dir, tokenizer, reports, examples, existing, t_start)
+
+
+def _existing_tables(cfg: DiagnoseConfig, out_dir: Path) -> list[str]:
+    existing = [n for n in TABLE_NAMES if (out_dir / n).exists()]
+    if existing and not cfg.overwrite:
+        raise UserError(f"{out_dir / existing[0]} exists; pass --overwrite or another --out-dir")
+    return existing
+
+
+@contextlib.contextmanager
+def claimed(out_dir: Path):
+    """``out_dir`` held by this diagnosis until the block ends (``runio.claim_run_dir``'s lock;
+    nothing in the directory is touched): a second live diagnosis of it gets one line. A
+    directory the diagnosis created and left empty is removed."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"DiagnoseConfig.out_dir: {out_dir} exists and is not a directory")
+    created = not out_dir.exists()
+    try:
+        claim_run_dir(out_dir, resume=True)
+    except UserError:
+        raise UserError(
+            f"DiagnoseConfig.out_dir: {out_dir} is being written by another llm.diagnose; wait "
+            "for it, or choose another --out-dir"
+        ) from None
+    try:
+        yield
+    finally:
+        release_run_dir(out_dir)
+        if created:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only when empty: the diagnosis failed before writing
+
+
+def _diagnose(cfg, out_dir, tokenizer, reports, examples, existing, t_start) -> dict:
+    """The model's part of ``run``, in the claimed ``out_dir``."""
+    from llm import models
+
     device = _device(cfg.device)
     model = models.load_model(
         cfg.model, tokenizer, seed=cfg.seed, gguf_file=cfg.gguf_file, cache_dir=cfg.cache_dir
@@ -206,6 +258,26 @@ def run(cfg: DiagnoseConfig) -> dict:
                              "seconds_verify_per_pair_objective", "seconds_batch_step",
                              "n_params", "device") if k in meta
     }}  # fmt: skip
+    with writing(out_dir):
+        table = _write(cfg, out_dir, df, texts, summary, meta, existing)
+    print(format_summary(summary))
+    print(
+        f"[diagnose] {len(examples)} pairs × {len(cfg.objective)} objectives, "
+        f"{meta['n_params']:,} parameters ({cfg.param_set()}): {seconds:.1f} s "
+        f"({info['seconds_grads_per_pair']:.2f} s/pair for the gradients"
+        + (
+            f", {info['seconds_verify_per_pair_objective']:.2f} s per pair and objective verified"
+            if cfg.verify
+            else ""
+        )
+        + f") → {table}",
+        file=sys.stderr,
+    )
+    return {**summary, "out_dir": str(out_dir)}
+
+
+def _write(cfg, out_dir: Path, df, texts: dict, summary: dict, meta: dict, existing) -> Path:
+    """The outputs, each written atomically (a stale table of the other format removed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     table = out_dir / f"pairs.{cfg.format}"
     if cfg.format == "csv":
@@ -224,20 +296,7 @@ def run(cfg: DiagnoseConfig) -> dict:
         from llm.diagnose.plot import draw
 
         draw(df, out_dir / "diagnose.png")
-    print(format_summary(summary))
-    print(
-        f"[diagnose] {len(examples)} pairs × {len(cfg.objective)} objectives, "
-        f"{meta['n_params']:,} parameters ({cfg.param_set()}): {seconds:.1f} s "
-        f"({info['seconds_grads_per_pair']:.2f} s/pair for the gradients"
-        + (
-            f", {info['seconds_verify_per_pair_objective']:.2f} s per pair and objective verified"
-            if cfg.verify
-            else ""
-        )
-        + f") → {table}",
-        file=sys.stderr,
-    )
-    return {**summary, "out_dir": str(out_dir)}
+    return table
 
 
 def _no_nan(v):
