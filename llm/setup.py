@@ -192,35 +192,9 @@ def check_places(cfg: TrainConfig) -> None:
     --out-dir (or, not there yet, the nearest directory above it, where it would be created),
     and the run directory and its tracking/ (``--report-to``) when they exist."""
     run_dir = run_dir_of(cfg)
-    writable_place(Path(cfg.out_dir).expanduser(), "TrainConfig.out_dir")
-    places = [(run_dir, "TrainConfig.out_dir")]
+    check_writable(run_dir, "TrainConfig.out_dir")
     if cfg.report_to != "none":
-        places.append((tracking.tracking_dir(run_dir), "TrainConfig.report_to"))
-    for where, what in places:
-        if not (where.exists() or where.is_symlink()):
-            continue
-        if not where.is_dir():
-            raise UserError(f"{what}: {where} exists and is not a directory")
-        if not os.access(where, os.W_OK | os.X_OK):
-            raise UserError(
-                f"{what}: cannot write in {where} (no write permission, or a read-only file system)"
-            )
-
-
-def writable_place(directory: Path, what: str) -> None:
-    """``runio.check_writable`` without creating anything: ``directory`` when it exists, else
-    the nearest existing directory above it."""
-    target = Path(directory).expanduser().absolute()
-    where = target
-    while not (where.exists() or where.is_symlink()) and where.parent != where:
-        where = where.parent
-    try:
-        check_writable(where, what)
-    except UserError as e:
-        if where == target:
-            raise
-        reason = str(e).removeprefix(what + ": ")
-        raise UserError(f"{what}: cannot create {target} ({reason})") from None
+        check_writable(tracking.tracking_dir(run_dir), "TrainConfig.report_to")
 
 
 WHOLE_FILE = 256 << 20

@@ -36,18 +36,25 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
 
 
 def check_writable(directory: Path, what: str) -> None:
-    """A ``UserError`` naming ``what`` (e.g. ``BanditConfig.out_dir``) unless ``directory`` can
-    be created and written in: checked before any computing, so a bad place fails at once."""
-    directory = Path(directory).expanduser()
-    if directory.exists() and not directory.is_dir():
-        raise UserError(f"{what}: {directory} exists and is not a directory")
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check.")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise UserError(f"{what}: cannot write in {directory} ({e.strerror or e})") from None
+    """A ``UserError`` naming ``what`` (e.g. ``BanditConfig.out_dir``) unless files can be
+    written in ``directory``, or, when it does not exist yet, it can be created there (the
+    nearest existing directory above it is writable). Nothing is created or written: a probe
+    file could look like a run's file to another process claiming the same directory. Checked
+    before any work, so a bad place fails at once."""
+    target = Path(directory).expanduser().absolute()
+    if target.exists() and not target.is_dir():
+        raise UserError(f"{what}: {target} exists and is not a directory")
+    where = target
+    while not (where.exists() or where.is_symlink()) and where.parent != where:
+        where = where.parent
+    why = "no write permission, or a read-only file system"
+    if where == target:
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise UserError(f"{what}: cannot write in {target} ({why})")
+    elif not where.is_dir():
+        raise UserError(f"{what}: cannot create {target} ({where} is not a directory)")
+    elif not os.access(where, os.W_OK | os.X_OK):
+        raise UserError(f"{what}: cannot create {target} (cannot write in {where}: {why})")
 
 
 def append_jsonl(path: Path, record: dict) -> None:

@@ -352,8 +352,8 @@ def test_unwritable_places_are_found_before_any_work(tmp_path, capsys):
         pytest.skip("permissions are not enforced here (the probe could write)")
     train_cmd = [sys.executable, "-m", "toy.train", *TRAIN]
     cases = {
-        "BanditConfig.out_dir: cannot write in": [*train_cmd, "--out-dir", str(ro / "runs")],
-        "SweepConfig.out: cannot write in": [sys.executable, "-m", "toy.sweep", *SWEEP, "--out",
+        "BanditConfig.out_dir: cannot create": [*train_cmd, "--out-dir", str(ro / "runs")],
+        "SweepConfig.out: cannot create": [sys.executable, "-m", "toy.sweep", *SWEEP, "--out",
                                              str(ro / "sw")],
         f"--out {ro / 't.csv'}: cannot write in": [sys.executable, "-m", "toy.gradients", "point",
             "--objective", "dpo", "--x-w", "0.3", "--x-l", "0.1", "--out", str(ro / "t.csv")],

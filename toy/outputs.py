@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -92,21 +91,6 @@ def write_file(path: Path, write) -> None:
     """``runio.atomic_write(path, write)``, a failure naming ``path`` (``naming``)."""
     with naming(path):
         atomic_write(path, write)
-
-
-def check_place(path: Path, what: str) -> None:
-    """A ``UserError`` naming ``what`` unless ``path`` (a directory to claim) can be written in,
-    found without writing anything inside ``path``: ``runio.check_writable``'s probe file there
-    could look, to another process claiming it at that moment, like a run's file."""
-    path = Path(path)
-    if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise UserError(f"{what}: cannot write in {path} (permission denied)")
-        return
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    check_writable(parent, what)
 
 
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
@@ -210,7 +194,7 @@ def start_run(cfg) -> tuple[Path, bool]:
         )
     if cfg.resume and run_dir.is_dir():
         _check_resumable(run_dir, cfg)
-    check_place(run_dir, "BanditConfig.out_dir")
+    check_writable(run_dir, "BanditConfig.out_dir")
     resuming = claim_run_dir(run_dir, resume=cfg.resume, overwrite=cfg.overwrite)
     if resuming and is_complete(run_dir):
         return run_dir, True
@@ -377,7 +361,7 @@ def claim_sweep_dir(out: Path, plan: dict, resume: bool, overwrite: bool) -> boo
         raise UserError(f"SweepConfig.out: {out} {_sweep_state(out)}")
     if held and resume:
         _check_plan(out, plan)
-    check_place(out, "SweepConfig.out")
+    check_writable(out, "SweepConfig.out")
     resuming = claim_run_dir(out, resume=resume, overwrite=overwrite)
     try:
         if resuming:  # checked again, under the lock

@@ -66,10 +66,11 @@ from llm.diagnose.config import TABLE_NAMES, DiagnoseConfig, validate
 from llm.diagnose.gradients import rejected_prompt, select_params
 from llm.diagnose.pairs import diagnose_pairs
 from llm.diagnose.summary import format_summary, read_table, read_texts, summarize
-from llm.setup import writable_place, writing
+from llm.setup import writing
 from runio import (
     UserError,
     atomic_write,
+    check_writable,
     claim_run_dir,
     cli_entry,
     deferred_validation,
@@ -158,7 +159,7 @@ def run(cfg: DiagnoseConfig) -> dict:
         )
         print(format_summary(summary))
         return summary
-    writable_place(out_dir, "DiagnoseConfig.out_dir")
+    check_writable(out_dir, "DiagnoseConfig.out_dir")
     _existing_tables(cfg, out_dir)
     from llm.pairs import load_data
 
