@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 import objectives
-from errors import is_disk_fault
+from errors import is_disk_fault, one_line_cli
 from llm import onpolicy, runs, setup
 from llm.config import TrainConfig, validate
 from llm.data import collate
@@ -291,7 +291,7 @@ def parse(argv: list[str]) -> TrainConfig:
         f"{__doc__}\nObjectives (--objective): {', '.join(sorted(objectives.OBJECTIVES))}."
     )
     with deferred_validation():  # our one-line errors, not tyro's box around them
-        cfg = tyro.cli(TrainConfig, args=argv, description=description)
+        cfg = one_line_cli(lambda: tyro.cli(TrainConfig, args=argv, description=description))
     validate(cfg)
     return cfg
 

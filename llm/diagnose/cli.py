@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from errors import one_line_cli
 from llm.diagnose.config import TABLE_NAMES, DiagnoseConfig, validate
 from llm.diagnose.gradients import rejected_prompt, select_params
 from llm.diagnose.pairs import diagnose_pairs
@@ -325,7 +326,7 @@ def parse(argv: list[str] | None = None) -> DiagnoseConfig:
     import tyro
 
     with deferred_validation():
-        cfg = tyro.cli(DiagnoseConfig, args=argv, description=__doc__)
+        cfg = one_line_cli(lambda: tyro.cli(DiagnoseConfig, args=argv, description=__doc__))
     validate(cfg)
     return cfg
 
