@@ -22,7 +22,9 @@ def _umask() -> int:
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it onto
     ``path``: readers see the old file or the complete new one, never a partial write. The file
-    gets the mode any new file gets (0666 less the umask), not the temporary file's 0600."""
+    gets the mode any new file gets (0666 less the umask), not the temporary file's 0600. An
+    ``OSError`` without a file name (disk full, file size limit) is re-raised naming ``path``,
+    so its one error line says which file."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
@@ -30,6 +32,10 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         write(Path(tmp))
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:  # a writer that failed without naming its file (disk full, size limit)
+        if e.filename is None and e.errno is not None:
+            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
+        raise
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -409,10 +409,11 @@ def test_a_file_size_limit_mid_run_leaves_failed_and_retries(tmp_path, capsys):
 def test_a_full_disk_mid_run_is_one_line_and_retryable(where, tmp_path, capsys, monkeypatch):
     real = outputs.atomic_write
 
-    def full(path, write):
-        if Path(path).name == where:
+    def full(path, write):  # the writer fails as on a full disk, without naming its file
+        def no_space(tmp):
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(path, write)
+
+        real(path, no_space if Path(path).name == where else write)
 
     monkeypatch.setattr(outputs, "atomic_write", full)
     import runio.rundir

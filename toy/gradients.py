@@ -28,7 +28,7 @@ import torch
 
 import objectives
 from errors import one_line_cli
-from runio import UserError, cli_entry, deferred_validation
+from runio import UserError, atomic_write, cli_entry, deferred_validation
 from toy import displacement, kl_modes, mass, prob_space
 from toy.bandit import reference_probs
 from toy.config import parse_hparams, preset
@@ -47,7 +47,6 @@ from toy.gradient_config import (
     StepsConfig,
     validate,
 )
-from toy.outputs import write_file
 from toy.policy import MLPPolicy, TabularPolicy
 
 # the tuned learning rates and hyperparameters ``steps --tuned`` reads (``analysis.tune``)
@@ -207,7 +206,7 @@ def run(cfg: GradientsConfig) -> pd.DataFrame:
     """Compute the sub-command's table (and write it to ``cfg.out``); returns it."""
     table = _table(cfg)
     if cfg.out:
-        write_file(Path(cfg.out), lambda tmp: table.to_csv(tmp, index=False))  # names a fault
+        atomic_write(Path(cfg.out), lambda tmp: table.to_csv(tmp, index=False))  # names a fault
     return table
 
 

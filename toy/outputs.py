@@ -64,7 +64,6 @@ __all__ = [
     "result_config",
     "start_run",
     "versions",
-    "write_file",
 ]
 
 NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "report_to")
@@ -73,24 +72,6 @@ NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "report_to"
 OUTPUTS = ("metrics.jsonl", "dist.npz")
 FAILED = "FAILED"
 """Written (one line: why) by a run that stopped with an error; removed when it is retried."""
-
-
-@contextlib.contextmanager
-def naming(path: Path):
-    """An ``OSError`` without a file name (a write that failed: disk full, file size limit)
-    raised in the block gets ``path``'s, so its one error line names the file."""
-    try:
-        yield
-    except OSError as e:
-        if e.filename is None and e.errno is not None:
-            raise OSError(e.errno, e.strerror or str(e), str(path)) from None
-        raise
-
-
-def write_file(path: Path, write) -> None:
-    """``runio.atomic_write(path, write)``, a failure naming ``path`` (``naming``)."""
-    with naming(path):
-        atomic_write(path, write)
 
 
 def mark_failed(run_dir: Path, exc: BaseException) -> None:
@@ -232,13 +213,13 @@ def _prepare(cfg, run_dir: Path, resuming: bool) -> None:
             "git_sha": git_sha(),
         }
         text = json.dumps(meta, indent=2, default=str)
-        write_file(run_dir / "config.json", lambda p: p.write_text(text))
+        atomic_write(run_dir / "config.json", lambda p: p.write_text(text))
 
 
 def finish_run(run_dir: Path, metrics: pd.DataFrame, dist_steps, dist) -> None:
     """Write the outputs, then the ``COMPLETE`` marker (last: a kill before it leaves a run
     that no reader takes as finished)."""
-    write_file(
+    atomic_write(
         run_dir / "metrics.jsonl",
         lambda p: metrics.to_json(p, orient="records", lines=True, double_precision=15),
     )
@@ -247,9 +228,8 @@ def finish_run(run_dir: Path, metrics: pd.DataFrame, dist_steps, dist) -> None:
         with open(p, "wb") as f:
             np.savez_compressed(f, steps=dist_steps, dist=dist)
 
-    write_file(run_dir / "dist.npz", save_npz)
-    with naming(run_dir / COMPLETE):
-        mark_complete(run_dir, {"rows": len(metrics), "dist_steps": len(dist_steps)})
+    atomic_write(run_dir / "dist.npz", save_npz)
+    mark_complete(run_dir, {"rows": len(metrics), "dist_steps": len(dist_steps)})
 
 
 def report(cfg, run_dir: Path, metrics: pd.DataFrame) -> None:
@@ -373,7 +353,7 @@ def claim_sweep_dir(out: Path, plan: dict, resume: bool, overwrite: bool) -> boo
         if not (out / "sweep.json").exists():
             info = {"plan": plan, "versions": versions(), "git": git_sha()}
             text = json.dumps(info, indent=1, default=str)
-            write_file(out / "sweep.json", lambda p: p.write_text(text))
+            atomic_write(out / "sweep.json", lambda p: p.write_text(text))
     except BaseException:
         release_run_dir(out)
         raise

@@ -51,6 +51,7 @@ import numpy as np
 from errors import one_line_cli
 from runio import (
     UserError,
+    atomic_write,
     cli_entry,
     deferred_validation,
     git_sha,
@@ -149,7 +150,7 @@ def _store_batch(store: Path, index: int, key: str, frame: pd.DataFrame) -> None
         with open(p, "wb") as f:
             np.savez(f, **arrays)
 
-    outputs.write_file(_batch_path(store, index), save)
+    atomic_write(_batch_path(store, index), save)
 
 
 def _stored_batch(store: Path, index: int, key: str) -> pd.DataFrame | None:
@@ -310,8 +311,8 @@ def run(cfg: SweepConfig) -> SweepResult:
         start = time.perf_counter()
         metrics, summary, groups = sweep(base, grid, cfg.seeds, cfg.progress, out / "points")
         seconds = time.perf_counter() - start
-        outputs.write_file(out / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
-        outputs.write_file(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
+        atomic_write(out / "metrics.csv", lambda tmp: metrics.to_csv(tmp, index=False))
+        atomic_write(out / "summary.csv", lambda tmp: summary.to_csv(tmp, index=False))
         info = {
             "base": dataclasses.asdict(base),
             "grid": {k: list(map(str, v)) for k, v in grid.items()},
@@ -323,10 +324,9 @@ def run(cfg: SweepConfig) -> SweepResult:
             "plan": plan,
         }
         text = json.dumps(info, indent=1, default=str)
-        outputs.write_file(out / "sweep.json", lambda tmp: tmp.write_text(text))
+        atomic_write(out / "sweep.json", lambda tmp: tmp.write_text(text))
         shutil.rmtree(out / "points", ignore_errors=True)
-        with outputs.naming(out / "COMPLETE"):
-            mark_complete(out, {"rows": len(metrics), "runs": len(summary)})
+        mark_complete(out, {"rows": len(metrics), "runs": len(summary)})
         return SweepResult(metrics, summary, groups, grid, seconds)
     except Exception as e:  # FAILED says why; the finished batches stay for --resume
         if not done:
