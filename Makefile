@@ -1,12 +1,14 @@
 # Two commands do all the set-up on a fresh machine:
 #   make figures   create .venv if needed, install, regenerate the toy figures (CPU)
-#   make test      same set-up, then lint (ruff) and the test suite (pytest)
+#   make test      same set-up, then lint (ruff), the docs site (mkdocs build --strict) and the
+#                  test suite (pytest; the playground's browser test needs Debian's chromium,
+#                  which `make browser` installs when it can)
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install figures figures-quick test test-fast lint bench bench-llm clean
+.PHONY: install figures figures-quick test test-fast lint docs docs-serve browser bench bench-llm clean
 
 install: $(STAMP)
 
@@ -32,18 +34,34 @@ figures-quick: $(STAMP)
 lint: $(STAMP)
 	$(PY) -m ruff check . && $(PY) -m ruff format --check .
 
-test: $(STAMP) lint
+# the docs site: every page in the nav, no broken link, every API object resolvable
+docs: $(STAMP)
+	$(PY) -m mkdocs build --strict --quiet --site-dir site
+
+docs-serve: $(STAMP)
+	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+
+# a headless Chromium for the playground's browser test (Playwright drives the system binary;
+# its own browser download is not used). Installs Debian's package when run as root; otherwise
+# says what to run. The test itself fails loudly when no browser is found.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "make browser: no chromium found; install it (e.g. sudo apt-get install chromium) or set MODESEEK_CHROMIUM=/path/to/chrome" >&2; fi; }
+
+test: $(STAMP) lint docs browser
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q
 
-test-fast: $(STAMP) lint
+test-fast: $(STAMP) lint docs
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not slow"
 
 bench: $(STAMP)
 	$(PY) -m bench.toy_speed
 
 bench-llm: $(STAMP)
-	$(PY) -m pip install -q '.[bench]'
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.llm_dpo_speed
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache
