@@ -130,12 +130,15 @@ def one_line_cli(parse: Callable[[], T]) -> T:
 
 
 def _box_text(text: str) -> str:
-    """The message of a rich error box: the lines between its title and first rule, joined."""
+    """The message of a rich error box: the lines between its title and first rule, joined
+    (rich draws the box in ASCII, with a rule under the title, where stderr is not UTF-8)."""
     lines = [line.strip().strip("│╭╮╰╯").strip() for line in text.splitlines()]
     body = []
     for line in lines[1:]:
-        if line and set(line) <= {"─"}:
-            break
+        if line and set(line) <= {"─", "-"}:
+            if body:
+                break
+            continue  # the ASCII box's rule under its title
         body.append(line)
     return " ".join(" ".join(body or lines).split())
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Literal
 
 import objectives
+from llm import shipped
 from llm.options import DataOptions, LoraOptions, ModelOptions
 from rounds.options import RoundOptions
 from runio import UserError, config_hash, tracking, validation_deferred
@@ -36,11 +37,14 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     lr: float = 1e-4
     eval_every: int = 0
 
-    eval_data: str | None = "data/shakespeare_prefs/test.jsonl"
-    """Held-out data for evaluation (same formats); None for no evaluation."""
+    eval_data: str | None = "auto"
+    """Held-out data for evaluation (same formats as --data); '' for none. auto: the shipped
+    test set with the shipped --data; with your own --data, its test split (--eval-data-split,
+    default test) when it has one (a dataset directory or hub dataset), else no evaluation
+    (llm.eval_source; config.json's resolved_eval says which)."""
     eval_data_split: str | None = None
     """Split of --eval-data when it is a DatasetDict directory or a hub dataset (None: the
-    --data-split)."""
+    --data-split); with --eval-data auto, the split of --data to evaluate on (None: test)."""
     objective: str = "dpo"
     """Registry name of the loss (pairwise or chosen-only objectives; see objectives.OBJECTIVES)."""
     ref: Literal["auto", "copy", "adapter", "precomputed"] = "auto"
@@ -51,6 +55,9 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     """AdamW weight decay."""
     warmup_steps: int = 0
     """Linear warm-up steps from 0 to lr."""
+    warmup_ratio: float | None = None
+    """Warm-up as a fraction of the total steps instead: ceil(ratio × total) steps (HF's
+    warmup_ratio; excludes --warmup-steps)."""
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "linear"
     """Decay after warm-up (to 0 at the last step for linear/cosine)."""
     max_grad_norm: float = 1.0
@@ -92,7 +99,7 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     save_final: bool = True
     """Save the trained model (or adapter) and tokenizer to runs/<name>/final."""
     # ---- on-policy rounds (paper A, Algorithm 1): modes on_policy / offline / hybrid ----------
-    prompts: str = "data/shakespeare_prompts/train.jsonl"
+    prompts: str = shipped.PROMPTS
     """Rounds modes: prompt-only file (rows with a ``prompt`` string or message list; same formats
     as --data). The default is the shipped Shakespeare prompts (``python -m llm.make_prompts``)."""
     reward: str = "length_min"
@@ -137,15 +144,24 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
         model = Path(self.model.rstrip("/")).name
         hp = "".join(f"_{h.replace('=', '')}" for h in self.hp)
         skip = NOT_RESULTS + (ROUNDS_FIELDS if self.mode == "pairs" else ())
+        fields = dataclasses.asdict(self)
+        source = self.eval_source()  # what is evaluated, not the word "auto"
+        fields.update(eval_data=source.path, eval_data_split=source.split)
         resolved = {
-            k: v
-            for k, v in dataclasses.asdict(self).items()
+            k: shipped.portable(v) if k in PATH_FIELDS else v
+            for k, v in fields.items()
             if k not in skip and not (k in UNSET_NOT_HASHED and v is None)
         }
         tag = config_hash({**resolved, "resolved_hparams": self.resolved_hparams()})
         mode = "" if self.mode == "pairs" else f"_{self.mode}"
         lora = "_lora" if self.lora else ""
         return f"{self.objective}{hp}{mode}_{model}{lora}_s{self.seed}_{tag}"
+
+    def eval_source(self):
+        """What the pairs mode evaluates on: ``--eval-data`` resolved (``llm.eval_source``)."""
+        from llm.eval_source import resolve
+
+        return resolve(self)
 
     def resolved_hparams(self) -> dict[str, object]:
         """The hyperparameters the objective uses: registry defaults with ``hp`` applied."""
@@ -159,9 +175,13 @@ NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run", 
 """Fields that do not change a run's results (left out of the automatic name's hash and of the
 resume comparison)."""
 
-UNSET_NOT_HASHED = ("eval_data_split",)
-"""Optional fields whose None means "as another field" (the eval split: --data-split's): they
-enter a run's name hash only when set."""
+UNSET_NOT_HASHED = ("eval_data_split", "warmup_ratio")
+"""Optional fields whose None means "as another field" (the eval split: --data-split's; the
+warm-up: --warmup-steps): they enter a run's name hash only when set."""
+
+PATH_FIELDS = ("data", "eval_data", "prompts")
+"""Fields hashed in their portable form (``llm.shipped.portable``: the shipped files by their
+repository-relative names)."""
 
 ROUNDS_FIELDS = (
     "prompts", "reward", "reward_args", "rounds", "prompts_per_round", "samples_per_prompt",
@@ -218,6 +238,9 @@ def validate(c: TrainConfig) -> None:
     _require(c.max_prompt_len < c.max_len, "max_prompt_len", "must be below max_len")
     for name in ("max_steps", "warmup_steps", "eval_every", "save_every", "gen_examples"):
         _require(getattr(c, name) >= 0, name, "must be non-negative")
+    ratio = c.warmup_ratio
+    _require(ratio is None or 0 <= ratio <= 1, "warmup_ratio", f"must be in [0, 1], got {ratio}")
+    _require(ratio is None or not c.warmup_steps, "warmup_ratio", "excludes --warmup-steps")
     _require(c.lr > 0, "lr", f"must be positive, got {c.lr}")
     _require(c.weight_decay >= 0, "weight_decay", f"must be non-negative, got {c.weight_decay}")
     _require(0 <= c.lora_dropout < 1, "lora_dropout", f"must be in [0, 1), got {c.lora_dropout}")

@@ -32,15 +32,16 @@ def pair_metrics(
     pad_id: int,
     batch_size: int,
     max_len: int | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Means over the held-out pairs of ``PAIR_KEYS`` as ``eval/<key>`` (loss as eval/loss);
-    ``max_len``: ``batch_loss``'s."""
+    ``max_len``: ``batch_loss``'s; ``progress``: a progress bar over the batches."""
     shard = _padded_shard(len(examples), accelerator.process_index, accelerator.num_processes)
     stats_K = torch.zeros(len(PAIR_KEYS), device=accelerator.device)
     gather = process_gather(accelerator)  # KTO z0=mismatched: pooled over processes
     was_training = policy.training
     policy.eval()
-    for s in range(0, len(shard), batch_size):
+    for s in _bar(range(0, len(shard), batch_size), progress, "eval"):
         part = shard[s : s + batch_size]
         batch = collate([examples[r] for r, _ in part], pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
@@ -55,18 +56,32 @@ def pair_metrics(
     return {f"eval/{k}": v for k, v in zip(PAIR_KEYS, stats_K.tolist())}
 
 
+def _bar(steps: range, progress: bool, desc: str):
+    """``steps``, with a progress bar (removed when done) when ``progress``."""
+    if not progress:
+        return steps
+    from tqdm.auto import tqdm
+
+    return tqdm(steps, desc=desc, leave=False)
+
+
 @torch.no_grad()
 def generate(
-    model, tokenizer, examples: Sequence[Example], max_new_tokens: int, batch_size: int = 8
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    max_new_tokens: int,
+    batch_size: int = 8,
+    progress: bool = False,
 ) -> list[str]:
     """Greedy completions of the examples' prompts (left-padded batches), decoded without
-    special tokens."""
+    special tokens; ``progress``: a progress bar over the batches."""
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id
     was_training = model.training
     model.eval()
     outs: list[str] = []
-    for s in range(0, len(examples), batch_size):
+    for s in _bar(range(0, len(examples), batch_size), progress, "generate"):
         prompts = [list(e.prompt_ids) for e in examples[s : s + batch_size]]
         T = max(map(len, prompts))
         ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
@@ -99,15 +114,21 @@ def text_scores(hypotheses: Sequence[str], references: Sequence[str]) -> dict[st
 
 
 def generation_metrics(
-    accelerator, model, tokenizer, examples: Sequence[Example], max_new_tokens: int
+    accelerator,
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    max_new_tokens: int,
+    progress: bool = False,
 ) -> tuple[dict[str, float], list[dict]]:
     """Scores of greedy generations for ``examples`` (sharded over processes, gathered), and the
-    records (prompt, reference, generation) for generations.jsonl."""
+    records (prompt, reference, generation) for generations.jsonl; ``progress``: a progress bar
+    over this process's generation batches."""
     from accelerate.utils import gather_object
 
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(examples[rank::world])
-    texts = generate(model, tokenizer, mine, max_new_tokens) if mine else []
+    texts = generate(model, tokenizer, mine, max_new_tokens, progress=progress) if mine else []
     pairs = [(e.idx, t) for e, t in zip(mine, texts)]
     if world > 1:
         pairs = gather_object(pairs)

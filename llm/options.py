@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from llm import shipped
+
 
 @dataclass(frozen=True)
 class ModelOptions:
@@ -24,8 +26,10 @@ class ModelOptions:
 
 @dataclass(frozen=True)
 class DataOptions:
-    data: str = "data/shakespeare_prefs/train.jsonl"
-    """Preference data: .jsonl/.json/.csv/.parquet, a ``datasets`` directory, or a hub dataset
+    data: str = shipped.PAIRS_TRAIN
+    """Preference data (default: the shipped Shakespeare pairs, found beside the installed
+    package; a path you give is relative to the working directory):
+    .jsonl/.json/.csv/.parquet, a ``datasets`` directory, or a hub dataset
     name (``datasets.load_dataset(name, split=--data-split)``; offline: from the local cache).
     Layouts (detected from the columns): prompt/chosen/rejected, chosen/rejected (implicit
     prompt), prompt/completion/label (kto), prompt/completion, text, messages (chosen-only

@@ -6,6 +6,7 @@ log-probs precomputed once and cached on disk)."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from llm import models
@@ -57,9 +58,12 @@ def load_data(cfg: TrainConfig, *, count_all: bool = False):
     """(tokenizer, splits, reports): every row read, checked and tokenised, and the sequence
     limits checked against the model's positions, before any model weights load.
     ``count_all`` counts every problem (as --skip-invalid does) instead of stopping at the first."""
+    source = cfg.eval_source()
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"[llm] evaluation: {source.why}", file=sys.stderr)
     rows = {"train": read_rows(cfg.data, cfg.data_split)}
-    if cfg.eval_data:
-        rows["eval"] = read_rows(cfg.eval_data, cfg.eval_data_split or cfg.data_split)
+    if source.path:
+        rows["eval"] = read_rows(source.path, source.split or cfg.data_split)
     tokenizer = models.load_tokenizer(
         cfg.model,
         corpus=lambda: corpus_texts(rows["train"]),
@@ -77,7 +81,7 @@ def load_data(cfg: TrainConfig, *, count_all: bool = False):
     )
     splits, reports = {}, {}
     for split, split_rows in rows.items():
-        path = cfg.data if split == "train" else cfg.eval_data
+        path = cfg.data if split == "train" else source.path
         splits[split], rep = tokenize_rows(split_rows, tokenizer, path=path, **kw)
         reports[split] = {**vars(rep), "skipped": dict(rep.skipped)}
     return tokenizer, splits, reports
@@ -93,7 +97,7 @@ def check_positions(cfg: TrainConfig, limit: int | None) -> None:
             f"(max_position_embeddings); use --max-len {limit} or less"
         )
     gen = cfg.max_prompt_len + cfg.gen_max_new_tokens
-    if cfg.eval_data and cfg.gen_examples and gen > limit:
+    if cfg.eval_source().path and cfg.gen_examples and gen > limit:
         raise UserError(
             f"TrainConfig.gen_max_new_tokens: max_prompt_len + gen_max_new_tokens = {gen} exceeds "
             f"the model's {limit} positions"

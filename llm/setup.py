@@ -20,6 +20,7 @@ import errno
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -124,7 +125,8 @@ def build_trainable(cfg: TrainConfig, acc, tokenizer, ref_mode: str, total_steps
     policy = PolicyLogps(model, cfg.logps_chunk, cfg.logps_checkpoint_mb)
     params = [p for p in policy.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, cfg.warmup_steps, total_steps)
+    warmup = cfg.warmup_steps or math.ceil(total_steps * (cfg.warmup_ratio or 0))
+    scheduler = get_scheduler(cfg.lr_scheduler, optimizer, warmup, total_steps)
     policy, optimizer = acc.prepare(policy, optimizer)
     return policy, optimizer, scheduler, ref_model, fingerprint
 
@@ -156,8 +158,12 @@ def reference_logps(cfg: TrainConfig, acc, policy, ref_model, adapters_off: bool
 
 
 def run_config(cfg: TrainConfig) -> dict:
-    """config.json's ``config``: every field and the resolved hyperparameters."""
-    return {**vars(cfg), "resolved_hparams": cfg.resolved_hparams()}
+    """config.json's ``config``: every field, the resolved hyperparameters and, in the pairs
+    mode, what is evaluated (``--eval-data`` resolved: ``llm.eval_source``)."""
+    out = {**vars(cfg), "resolved_hparams": cfg.resolved_hparams()}
+    if cfg.mode == "pairs":
+        out["resolved_eval"] = cfg.eval_source().as_dict()
+    return out
 
 
 def run_meta(cfg: TrainConfig, ref_mode: str, total_steps: int, **extra) -> dict:
@@ -245,7 +251,7 @@ def input_fingerprints(cfg: TrainConfig) -> dict[str, dict]:
     fields = ("data", "eval_data") if cfg.mode == "pairs" else ("prompts", "reward")
     out = {}
     for field in fields:
-        spec = getattr(cfg, field) or ""
+        spec = (cfg.eval_source().path if field == "eval_data" else getattr(cfg, field)) or ""
         path = Path(spec).expanduser() if spec else None
         if field == "reward" and path is not None and not path.is_dir():
             path = _module_file(spec) if ":" in spec else None

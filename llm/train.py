@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 import objectives
-from errors import is_disk_fault, one_line_cli
+from errors import is_disk_fault
 from llm import onpolicy, runs, setup
 from llm.config import TrainConfig, validate
 from llm.data import collate
@@ -51,7 +51,6 @@ from runio import (
     UserError,
     atomic_write,
     cli_entry,
-    deferred_validation,
     tracking,
 )
 
@@ -128,12 +127,14 @@ def _evaluate(ses: Session, step: int) -> dict:
     if "eval" not in ses.splits:
         return {}
     cfg, acc, evals = ses.cfg, ses.accelerator, ses.splits["eval"]
+    bar = cfg.progress and acc.is_main_process
     out = pair_metrics(acc, ses.policy, ses.reference, evals, ses.obj, ses.hp,
-                       ses.tokenizer.pad_token_id, cfg.eval_batch_size, cfg.max_len)  # fmt: skip
+                       ses.tokenizer.pad_token_id, cfg.eval_batch_size, cfg.max_len,
+                       progress=bar)  # fmt: skip
     if step == ses.total and cfg.gen_examples:
         lm = acc.unwrap_model(ses.policy).model
         scores, records = generation_metrics(
-            acc, lm, ses.tokenizer, evals[: cfg.gen_examples], cfg.gen_max_new_tokens
+            acc, lm, ses.tokenizer, evals[: cfg.gen_examples], cfg.gen_max_new_tokens, bar
         )
         out.update(scores)
         if acc.is_main_process:
@@ -281,31 +282,31 @@ def _train(ses: Session, on_step: Callable[[int, dict], None] | None) -> dict:
 
 
 def parse(argv: list[str]) -> TrainConfig:
-    """The validated config of a command line (HF/TRL spellings translated, see llm.flags)."""
-    import tyro
+    """The validated config of a command line (HF/TRL spellings translated, see llm.flags;
+    errors name the flags as typed)."""
+    from llm.flag_cli import parse_config
+    from llm.flags import TRAIN
 
-    from llm.flags import translate
-
-    argv = translate(list(argv))  # HF/TRL flag spellings; "did you mean" for unknown flags
     description = (
         f"{__doc__}\nObjectives (--objective): {', '.join(sorted(objectives.OBJECTIVES))}."
     )
-    with deferred_validation():  # our one-line errors, not tyro's box around them
-        cfg = one_line_cli(lambda: tyro.cli(TrainConfig, args=argv, description=description))
-    validate(cfg)
-    return cfg
+    return parse_config(argv, TRAIN, description, validate)
 
 
 def _parse_and_run(argv: list[str]) -> RunResult:
     """Parse ``argv``, run it, print the final eval metrics (main process)."""
+    from llm.flag_cli import spelled_flags, spoken_errors
+
     cfg = parse(argv)
-    result = run(cfg)
+    with spoken_errors(spelled_flags(argv)):  # errors name the flags as typed (--max_length)
+        result = run(cfg)
     from accelerate import PartialState
 
     state = PartialState()
     if state.is_main_process and not cfg.dry_run:
         keys = [k for k in result if k.startswith(("eval/", "reward/")) or k == "loss/train"]
-        print(json.dumps({k: result[k] for k in keys} | {"run_dir": result["run_dir"]}, indent=1))
+        where = {"run_dir": result.final.get("run_dir")}  # None: --out-dir '' kept nothing
+        print(json.dumps({k: result[k] for k in keys} | where, indent=1))
     if state.num_processes > 1:  # gloo may abort at interpreter exit after correct results
         state.wait_for_everyone()
         os._exit(0)

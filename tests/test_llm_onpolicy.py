@@ -292,7 +292,7 @@ def test_config_errors_name_the_field(tmp_path):
     with pytest.raises(UserError, match=r"TrainConfig.objective: 'bon' consumes"):
         TrainConfig(objective="bon")
     TrainConfig(objective="bon", mode="on_policy", prompts=PROMPTS)
-    assert TrainConfig(mode="offline").prompts == "data/shakespeare_prompts/train.jsonl"
+    assert TrainConfig(mode="offline").prompts == os.path.realpath(PROMPTS)  # the shipped file
     with pytest.raises(UserError, match=r"TrainConfig.prompts: --mode offline needs --prompts"):
         TrainConfig(mode="offline", prompts=" ")
     with pytest.raises(UserError, match=r"TrainConfig.ref: 'precomputed' .* make no sense"):

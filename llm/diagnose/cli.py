@@ -62,7 +62,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from errors import one_line_cli
 from llm.diagnose.config import TABLE_NAMES, DiagnoseConfig, validate
 from llm.diagnose.gradients import rejected_prompt, select_params
 from llm.diagnose.pairs import diagnose_pairs
@@ -74,7 +73,6 @@ from runio import (
     check_writable,
     claim_run_dir,
     cli_entry,
-    deferred_validation,
     git_sha,
     release_run_dir,
     versions,
@@ -321,18 +319,23 @@ def _json_default(v):
 
 
 def parse(argv: list[str] | None = None) -> DiagnoseConfig:
-    """The command line's ``DiagnoseConfig``, parsed by tyro, then validated here (a
-    ``UserError`` naming the first invalid field, not tyro's error box)."""
-    import tyro
+    """The command line's ``DiagnoseConfig``: HF/TRL spellings translated (``llm.flags``, as
+    for ``llm.train``), parsed by tyro, then validated here (a ``UserError`` naming the first
+    invalid field as the user typed it, not tyro's error box)."""
+    from llm.flag_cli import parse_config
+    from llm.flags import DIAGNOSE
 
-    with deferred_validation():
-        cfg = one_line_cli(lambda: tyro.cli(DiagnoseConfig, args=argv, description=__doc__))
-    validate(cfg)
-    return cfg
+    argv = sys.argv[1:] if argv is None else argv
+    return parse_config(argv, DIAGNOSE, __doc__, validate)
 
 
 def _parse_and_run(argv: list[str]) -> dict:
-    return run(parse(argv))
+    from llm.flag_cli import spelled_flags, spoken_errors
+    from llm.flags import DIAGNOSE
+
+    cfg = parse(argv)
+    with spoken_errors(spelled_flags(argv, DIAGNOSE)):  # errors name the flags as typed
+        return run(cfg)
 
 
 def main(argv: list[str] | None = None) -> int:
