@@ -190,12 +190,12 @@ def test_both_runs_return_the_same_result_type(tmp_path):
     assert isinstance(lm, RunResult) and lm.config.dry_run and "data" in lm
 
 
-def test_readme_file_map_matches_the_tree():
-    """Every path in README's file map exists, and every library, experiment and benchmark
-    module is named by a row (itself or its folder)."""
+def test_file_map_matches_the_tree():
+    """Every path in the file map of docs/contributing.md exists, and every library, experiment
+    and benchmark module is named by a row (itself or its folder)."""
     import re
 
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "contributing.md").read_text(encoding="utf-8")
     table = text[text.index("## File map") : text.index("## Dimension key")]
     named = {m for row in table.splitlines() if row.startswith("| `")
              for m in re.findall(r"`([\w./-]+)`", row.split("|")[1])}  # fmt: skip
