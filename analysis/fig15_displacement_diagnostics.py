@@ -10,8 +10,8 @@ displaced chosen responses. Symmetric-log axes: the objectives' steps differ by 
 magnitude at one η.
 
 Drawn from the committed table ``figures/data/diagnose_smollm2/pairs.csv``, written by the
-``llm.diagnose`` command in the README (SmolLM2-135M-Instruct with LoRA adapters, on CPU); quick
-mode diagnoses 6 pairs on the tiny GPT-2 instead (seconds).
+``llm.diagnose`` command of docs/diagnose.md (SmolLM2-135M-Instruct with LoRA adapters, on CPU);
+quick mode diagnoses 6 pairs on the tiny GPT-2 instead (seconds).
 The drawing is ``llm.diagnose.plot``'s (also what ``llm.diagnose --plot`` writes).
 
 Command: ``python -m analysis.make_figures --only fig15`` (~3 s from the committed table).
@@ -54,7 +54,7 @@ def main(quick: bool = False) -> None:
     setup()
     frames = tables(quick)
     if not frames:
-        raise SystemExit("no diagnose table under figures/data (see the README's command)")
+        raise SystemExit("no diagnose table under figures/data (see docs/diagnose.md)")
     save(figure(frames), "fig15_displacement_diagnostics")
 
 

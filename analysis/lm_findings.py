@@ -1,4 +1,5 @@
-"""The numbers behind README's findings for figures 11-13, read from the committed metrics.
+"""The numbers behind the findings for figures 11-13 (docs/findings.md), read from the committed
+metrics.
 
     python -m analysis.lm_findings            # length tasks + N-token bandit (toy runs cached)
     python -m analysis.lm_findings --no-toy   # skip the single-token side (no toy runs)

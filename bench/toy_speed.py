@@ -24,7 +24,7 @@ Reports, best and median of ``--repeats``:
 - the arithmetic floor of each target (``arithmetic_floor``): the evaluation forward, the
   training MLP step and Adam alone, spread over the CPUs, beside the target and the measurement.
 
-Ends with markdown tables (README's table is regenerated from them). Not a test. Other
+Ends with markdown tables (docs/speed.md's tables are regenerated from them). Not a test. Other
 processes on the machine change every number: the header prints the load average.
 """
 

@@ -1,4 +1,4 @@
-"""Several processes: the README's ``accelerate launch --config_file
+"""Several processes: docs/llm/multiprocess.md's ``accelerate launch --config_file
 configs/accelerate_cpu_2proc.yaml -m llm.train`` really starts 2 gloo processes on CPU and equals
 one process with the same global batch (slow); a launch that starts fewer processes than it asked
 for stops with a one-line error (fast, no processes started)."""

@@ -49,7 +49,7 @@ class BanditConfig(RunOptions, RoundOptions):
     The presets set it to their P, as the official code does (its ``num_train_states``: one fixed
     set of 5, 10 or 100 prompts, on which the π_ref initialisation is also fitted, since that uses
     the first ``init_contexts`` of the pool). The default pool of 1,000 is the option where a
-    round's prompts are almost always fresh; it slows on-policy BoN on R1 (see README). When
+    round's prompts are almost always fresh; it slows on-policy BoN on R1 (see docs/bandit.md). When
     overriding a preset's ``prompts_per_round``, set this too: a pool smaller than P repeats
     prompts within a round."""
     init_contexts: int = 100

@@ -14,8 +14,8 @@ problems), and, when a CPU is left free, one worker thread that evaluates the me
 (``background_eval``): the evaluation forward over 100 contexts after every step is the largest
 single piece of arithmetic, and it needs nothing from the loop but a copy of the parameters, so
 it runs beside the training step instead of after it, in blocks of steps taken from a queue.
-Measured by ``python -m bench.toy_speed --load 2`` (README): with two busy processes beside it
-the 1-seed preset stays within 2× of idle, where two intra-op threads had collapsed to minutes.
+Measured by ``python -m bench.toy_speed --load 2`` (docs/speed.md): with two busy processes beside
+it the 1-seed preset stays within 2× of idle, where two intra-op threads had collapsed to minutes.
 
 Precedence: ``n_threads`` given explicitly, then the ``MODESEEK_THREADS`` environment variable,
 then ``OMP_NUM_THREADS`` (the user's explicit choice wins over the rule), then the rule. The
