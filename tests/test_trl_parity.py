@@ -16,7 +16,9 @@ to end: TRL's ``ORPOTrainer.get_batch_loss_metrics`` on a tiny random model agai
 
 Where TRL's convention differs from our default, the test sets our switch to TRL's:
 ``length_norm="mean"`` (TRL's ``ipo``, ``sigmoid_norm`` and ``sft``), ``form="unpaired"`` and
-``z0="mismatched"`` (KTO), ``nll="all"`` (ORPO). Documented differences that remain: TRL's
+``z0="mismatched"`` (KTO), ``nll="all"`` (ORPO); the last tests check that ``llm.train``
+parses TRL's own flags (``--loss_type ipo --beta 0.3``, ``--loss_type kto``, ...) into exactly
+those settings. Documented differences that remain: TRL's
 ``sft`` and ORPO NLL average over all tokens of the batch, ours per example (equal here by
 using equal lengths); TRL's ``exo_pair`` builds ε as a float32 tensor (agreement to ~1e-7
 relative in float64) and ORPO's ``odds_ratio_loss`` casts to float32 (compared in float32).
@@ -466,3 +468,85 @@ def test_orpo_trainer_end_to_end_with_nll_over_all_tokens():
     # the default (NLL over the response tokens) is a different loss
     default_B, _ = batch_loss(PolicyLogps(model), NoReference(), ours_batch, obj, {"lam": 0.3})
     assert not torch.isclose(default_B.mean(), trl_loss.detach(), rtol=1e-3)
+
+
+# ---------------------------------------------------------------- TRL's flags, end to end
+
+
+def _trl_argv(loss_type: str, trl_kw: dict) -> list[str]:
+    """``llm.train``'s command line in TRL's own flags for a DPOTrainer configuration."""
+    flags = {"beta": "--beta", "label_smoothing": "--label_smoothing", "tau": "--discopop_tau"}
+    argv = ["--loss_type", loss_type]
+    for key, value in trl_kw.items():
+        argv += [flags[key], str(value)]
+    return argv
+
+
+@pytest.mark.parametrize("loss_type", sorted(DPO_CASES))
+def test_trl_flags_resolve_to_trls_loss(loss_type):
+    """``--loss_type T --beta B [--label_smoothing E]`` (TRL's flags, parsed by llm.train)
+    resolves to the objective and hyperparameters whose loss and gradients are TRL's
+    DPOTrainer's with those values: ``--loss_type ipo`` is IPO on per-token means with τ = β."""
+    from llm.train import parse
+
+    name, hp, trl_kw = DPO_CASES[loss_type]
+    cfg = parse(_trl_argv(loss_type, trl_kw))
+    assert cfg.objective == name
+    assert cfg.resolved_hparams() == {**objectives.get(name).defaults, **hp}
+    args = _inputs(8, equal_chosen_lengths=loss_type == "sft")
+    loss_trl, gw_trl, gl_trl = trl_dpo(loss_type, *args, **trl_kw)
+    loss, gw, gl = ours(name, *args, **cfg.resolved_hparams())
+    tol = dict(rtol=1e-6, atol=1e-9) if loss_type == "exo_pair" else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(loss, loss_trl.detach(), **tol)
+    torch.testing.assert_close(gw, gw_trl, **tol)
+    torch.testing.assert_close(gl, gl_trl, **tol)
+
+
+def test_trl_ipo_flags_differ_from_the_papers_ipo():
+    """``--loss_type ipo --beta 0.3`` is TRL's loss; ``--objective ipo --hp tau=0.3`` the paper's
+    (summed log-probs), a different value on responses of different lengths."""
+    from llm.train import parse
+
+    assert parse(["--loss_type", "ipo", "--beta", "0.3"]).resolved_hparams() == {
+        "tau": 0.3, "length_norm": "mean"
+    }  # fmt: skip
+    paper = parse(["--objective", "ipo", "--hp", "tau=0.3"]).resolved_hparams()
+    args = _inputs(9)
+    assert not torch.isclose(ours("ipo", *args, **paper)[0], trl_dpo("ipo", *args, beta=0.3)[0])
+
+
+def test_trl_discopop_tau_flag_matches():
+    from llm.train import parse
+
+    cfg = parse(["--loss_type", "discopop", "--beta", "0.3", "--discopop_tau", "1.0"])
+    args = _inputs(10)
+    loss_trl, gw_trl, _ = trl_dpo("discopop", *args, beta=0.3, tau=1.0)
+    loss, gw, _ = ours("discopop", *args, **cfg.resolved_hparams())
+    torch.testing.assert_close(loss, loss_trl.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(gw, gw_trl, rtol=1e-12, atol=1e-12)
+
+
+def test_trl_kto_flags_resolve_to_trls_kto_trainer_loss():
+    """``--loss_type kto --beta B --desirable_weight D --undesirable_weight U`` is TRL's
+    KTOTrainer loss (responses unpaired, z0 from the mismatched pairs); ``--objective kto`` the
+    paper's paired form with the batch z0, which differs."""
+    from llm.train import parse
+
+    argv = ["--loss_type", "kto", "--beta", "0.3", "--desirable_weight", "1.0",
+            "--undesirable_weight", "1.3"]  # fmt: skip
+    hp = parse(argv).resolved_hparams()
+    assert (hp["form"], hp["z0"], hp["lam_u"]) == ("unpaired", "mismatched", 1.3)
+    c, r, rc, rr, *_ = _inputs(11)
+    g = torch.Generator().manual_seed(111)
+    kl = -1 - 25 * torch.rand(2 * B, generator=g, dtype=torch.float64)
+    ref_kl = (kl - 8 * torch.rand(2 * B, generator=g, dtype=torch.float64) + 2).clamp(max=0)
+    loss_trl, gw_trl, gl_trl = trl_kto("kto", c, r, rc, rr, kl, ref_kl, beta=0.3, lam_u=1.3)
+    obj = objectives.OBJECTIVES["kto"]
+    ins = dict(chosen_logps=c, rejected_logps=r, ref_chosen_logps=rc, ref_rejected_logps=rr,
+               kl_logps=kl, ref_kl_logps=ref_kl)  # fmt: skip
+    torch.testing.assert_close(obj(**ins, **hp).mean(), loss_trl.detach(), rtol=1e-12, atol=1e-12)
+    part = obj.partials(**ins, **hp)
+    torch.testing.assert_close(part["chosen_logps"] / B, gw_trl, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(part["rejected_logps"] / B, gl_trl, rtol=1e-12, atol=1e-12)
+    paper = parse(["--objective", "kto", "--beta", "0.3", "--hp", "lam_u=1.3"]).resolved_hparams()
+    assert not torch.isclose(obj(**ins, **paper).mean(), loss_trl)
