@@ -15,6 +15,7 @@ BIN = Path(sys.executable).parent
         ("modeseek-bandit", "--preset"),
         ("modeseek-train", "--objective"),
         ("modeseek-gradients", "steps"),
+        ("modeseek-diagnose", "--verify"),
     ],
 )
 def test_console_script_help(script, expect):
@@ -32,3 +33,16 @@ def test_bandit_script_reports_bad_input_with_exit_2():
                          text=True, timeout=120)  # fmt: skip
     assert out.returncode == 2
     assert "error: BanditConfig.lr" in out.stderr
+
+
+def test_diagnose_script_takes_trl_spellings():
+    """``modeseek-diagnose`` lists the HF/TRL aliases in --help and names the flag as typed in
+    a one-line error (exit 2)."""
+    path = BIN / "modeseek-diagnose"
+    assert path.exists(), "modeseek-diagnose is not installed: run `pip install -e .`"
+    out = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=120)
+    assert "--max_length = --max-len" in out.stdout and "--loss_type ipo" in out.stdout
+    out = subprocess.run([str(path), "--max_length", "0"], capture_output=True, text=True,
+                         timeout=120)  # fmt: skip
+    assert out.returncode == 2
+    assert out.stderr.strip() == "error: --max_length: must be at least 1, got 0"
