@@ -110,8 +110,8 @@ def _hp_items(objective: str, text: str) -> list[str]:
     for item in items:
         key, sep, raw = item.partition("=")
         try:
-            default = obj.defaults[key] if sep else None
-            same = sep and key in obj.defaults and obj.hp_rules[key].parse(raw) == default
+            known = bool(sep) and key in obj.defaults
+            same = known and obj.hp_rules[key].parse(raw) == obj.defaults[key]
         except ValueError:
             same = False
         if not same:
@@ -242,7 +242,8 @@ class Stopped(BaseException):
     Exception`` on the way out swallows it."""
 
 
-_ACTIVE: dict[str, int] = {}  # key (a browser session) → ident of the thread running its run
+_ACTIVE: dict[str, int] = {}  # key (a browser session) → ident of the thread inside toy.run
+_SIGNALLED: set[str] = set()  # keys whose thread has been sent Stopped
 _PENDING: set[str] = set()  # keys whose stop came before their run had started
 _LOCK = threading.Lock()
 
@@ -280,23 +281,28 @@ def execute(tag: str, argv: list[str], cfg: BanditConfig, key: str = "") -> Fini
     finally:
         with _LOCK:
             _ACTIVE.pop(key, None)
+            _SIGNALLED.discard(key)
     return Finished(tag, argv, result, time.perf_counter() - start)
 
 
 def stop(key: str = "") -> bool:
-    """Stop the run of ``key``: raise ``Stopped`` in its thread, or, before it has started,
-    when it starts. Whether a run was in progress."""
+    """Stop the run of ``key``: raise ``Stopped`` in its thread (once), or, before it has
+    started, when it starts. Whether a run was in progress."""
     with _LOCK:
-        ident = _ACTIVE.pop(key, None)
+        ident = _ACTIVE.get(key)
         if ident is None:
             _PENDING.add(key)
             return False
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), ctypes.py_object(Stopped))
+        if key not in _SIGNALLED:
+            _SIGNALLED.add(key)
+            exc = ctypes.py_object(Stopped)
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(ident), exc)
     return True
 
 
 def running() -> int:
-    """How many runs are in progress (all sessions)."""
+    """How many threads are inside ``toy.run`` for the playground (all sessions); a stopped
+    run counts until its thread has left ``toy.run``."""
     with _LOCK:
         return len(_ACTIVE)
 
