@@ -79,16 +79,23 @@ def test_only_changed_hyperparameters_reach_the_command_line():
 
 
 def test_python_snippet_builds_and_runs_the_same_config():
-    argv, cfg = runs.config_from(TINY)
+    cfg = runs.config_from(TINY)[1]
     assert eval(runs.config_expression(cfg), {"toy": toy}) == cfg
-    snippet = runs.python_snippet(argv, cfg)
-    assert f"toy.train.parse({argv!r})" in snippet
+    snippet = runs.python_snippet([("A", cfg)])
+    assert snippet.startswith("import toy\n") and "# A · DPO · on-policy · R1\n" in snippet
     space = {}
     exec(snippet.replace("print(", "(lambda *a: None)("), space)  # the snippet, run for real
     expected = toy.run(cfg)
     assert space["cfg"] == cfg
     for key in ("reward/expected", "policy/kl_ref", "logps/chosen"):
         assert space["result"][key] == pytest.approx(expected[key], rel=1e-6, nan_ok=True)
+    cfg_b = runs.config_from(runs.START_B)[1]
+    both = runs.python_snippet([("A", cfg), ("B", cfg_b)])
+    assert "cfg_a = toy.BanditConfig(" in both and "result_b = toy.run(cfg_b)" in both
+    assert both.count("import toy") == 1
+    space = {"toy": toy}
+    exec(both.split("result_a =")[0], space)  # the configs only (B is the start's, 15 rounds)
+    assert space["cfg_a"] == cfg
 
 
 @pytest.mark.parametrize(

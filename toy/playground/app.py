@@ -174,7 +174,7 @@ def reproduce(a: Panel, b: Panel, compare: gr.Checkbox):
     """The fn filling the reproduce box from the controls."""
 
     def fill(data: dict):
-        clis, snippets = [], []
+        clis, configs = [], []
         for p in (a, b) if data[compare] else (a,):
             try:
                 argv, cfg = runs.config_from(p.values(data))
@@ -182,8 +182,8 @@ def reproduce(a: Panel, b: Panel, compare: gr.Checkbox):
                 clis.append(f"# {p.tag}: {runs.error_line(e)}")
                 continue
             clis.append(runs.cli_line(argv))
-            snippets.append(f"# {p.tag}\n{runs.python_snippet(argv, cfg)}")
-        return "\n".join(clis), "\n".join(snippets)
+            configs.append((p.tag, cfg))
+        return "\n".join(clis), runs.python_snippet(configs) if configs else ""
 
     return fill
 
@@ -218,12 +218,12 @@ def build() -> gr.Blocks:
                 logps = gr.Plot(show_label=False, elem_id="plot-logps", format="png")
         fill = reproduce(a, b, compare)
         with gr.Accordion("Reproduce: the same run from a shell or from Python", open=True):
-            with gr.Row():
-                first_cli, first_py = fill({c: runs.START_A[n] for n, c in a.controls.items()}
-                                           | {compare: False})  # fmt: skip
-                cli = gr.Code(first_cli, language="shell", label="command line", elem_id="cli",
-                              wrap_lines=True)  # fmt: skip
-                py = gr.Code(first_py, language="python", label="Python", elem_id="python")
+            first_cli, first_py = fill({c: runs.START_A[n] for n, c in a.controls.items()}
+                                       | {compare: False})  # fmt: skip
+            cli = gr.Code(first_cli, language="shell", label="command line", elem_id="cli",
+                          wrap_lines=True, lines=1, max_lines=6)  # fmt: skip
+            py = gr.Code(first_py, language="python", label="Python", elem_id="python",
+                         lines=4, max_lines=40)  # fmt: skip
         for p in (a, b):
             _wire_panel(p)
             p.controls["mode"].change(

@@ -221,17 +221,25 @@ def config_expression(cfg: BanditConfig) -> str:
     return f"toy.BanditConfig(\n{body})" if body else "toy.BanditConfig()"
 
 
-def python_snippet(argv: list[str], cfg: BanditConfig) -> str:
-    """Python that runs the same config: field by field, and through the parser."""
-    return (
-        "import toy\n\n"
-        f"cfg = {config_expression(cfg)}\n"
-        "result = toy.run(cfg)  # nothing written: out_dir=''\n"
-        'print(result["reward/expected"], result["policy/kl_ref"])\n\n'
-        "# the same config from the command line's arguments:\n"
-        "# import toy.train\n"
-        f"# cfg = toy.train.parse({argv!r})\n"
-    )
+def label_of(tag: str, cfg: BanditConfig) -> str:
+    """``A · DPO · on-policy · R1`` (the objective by its paper's name)."""
+    reward = cfg.reward if cfg.reward_vector is None else "custom reward"
+    return f"{tag} · {display_name(cfg.objective)} · {cfg.mode.replace('_', '-')} · {reward}"
+
+
+def python_snippet(configs: list[tuple[str, BanditConfig]]) -> str:
+    """Python that runs the same configs (``(tag, config)`` pairs) through ``toy.run``: one
+    config as ``cfg`` and ``result``, several as ``cfg_a``, ``result_a``, …"""
+    parts = ["import toy\n"]
+    for tag, cfg in configs:
+        end = f"_{tag.lower()}" if len(configs) > 1 else ""
+        parts.append(
+            f"# {label_of(tag, cfg)}\n"
+            f"cfg{end} = {config_expression(cfg)}\n"
+            f"result{end} = toy.run(cfg{end})  # nothing written: out_dir=''\n"
+            f'print(result{end}["reward/expected"], result{end}["policy/kl_ref"])\n'
+        )
+    return "\n".join(parts)
 
 
 # ---- running, and stopping a run ---------------------------------------------------------------

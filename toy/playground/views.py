@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 from matplotlib.figure import Figure
 
-from objectives.display import PALETTE, display_name
+from objectives.display import PALETTE
 from toy.bandit import reference_probs, reward_vector
-from toy.playground.runs import NUMBERS, Finished, final_numbers
+from toy.playground.runs import NUMBERS, Finished, final_numbers, label_of
 
 CURVES = ("reward/expected", "policy/kl_ref", "logps/chosen", "logps/rejected")
 TITLES = {
@@ -53,12 +53,6 @@ class Shown:
     queries: int
     seeds: tuple[int, ...]
     seconds: float
-
-
-def label_of(tag: str, cfg) -> str:
-    """``A · DPO · on-policy · R1`` (the objective by its paper's name)."""
-    reward = cfg.reward if cfg.reward_vector is None else "custom reward"
-    return f"{tag} · {display_name(cfg.objective)} · {cfg.mode.replace('_', '-')} · {reward}"
 
 
 def colour_of(tag: str, objective: str, taken: str | None = None) -> str:
@@ -102,7 +96,7 @@ def dist_figure(runs: list[Shown], step: int, log_scale: bool = False,
                 reward_name: str = "R1") -> Figure:  # fmt: skip
     """π̄ over the arms at the snapshot nearest ``step`` (mean over seeds, band: min to max),
     beside π_ref and the reward (right axis). Without runs: π_ref and ``reward_name``."""
-    fig = Figure(figsize=(10, 3.6), dpi=110, layout="constrained")
+    fig = Figure(figsize=(8, 3.3), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     ref = runs[0].ref if runs else reference_probs().numpy()
     arms = np.arange(len(ref))
@@ -154,7 +148,7 @@ def _band(ax, run: Shown, key: str) -> None:
 def _panels(runs: list[Shown], keys: tuple[str, str], title: str) -> Figure | None:
     if not runs:
         return None
-    fig = Figure(figsize=(10, 3.2), dpi=110, layout="constrained")
+    fig = Figure(figsize=(8, 3.0), dpi=100, layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, key in zip(axes, keys):
         for run in runs:
