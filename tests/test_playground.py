@@ -262,3 +262,26 @@ def test_the_command_without_gradio_says_how_to_install_it():
     assert proc.stderr.strip().splitlines() == [
         "error: the playground needs gradio: pip install 'modeseek[playground]'"
     ]
+
+
+def test_the_command_serves_on_loopback_until_interrupted():
+    import signal
+    import urllib.request
+
+    from toy.playground.screenshot import free_port
+
+    port = free_port()
+    cmd = [sys.executable, "-m", "toy.playground", "--port", str(port), "--no-browser"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)  # fmt: skip
+    try:
+        first = proc.stdout.readline()
+        assert first == f"Bandit playground on http://127.0.0.1:{port}/ (Ctrl-C stops it)\n"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as page:
+            assert page.status == 200 and "bandit playground" in page.read().decode()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.stdout.close()

@@ -43,4 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         launch(port=args.port, open_browser=not args.no_browser, block=True)
     except KeyboardInterrupt:
         pass
+    except OSError as e:  # the port is taken, or cannot be bound
+        print(f"error: cannot serve on 127.0.0.1:{args.port}: {e}", file=sys.stderr)
+        return 2
     return 0

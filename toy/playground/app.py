@@ -298,8 +298,8 @@ def launch(port: int | None = None, open_browser: bool = True, block: bool = Tru
         server_port=port,
         inbrowser=open_browser,
         share=False,
-        prevent_thread_lock=not block,
-        quiet=not block,
+        prevent_thread_lock=True,
+        quiet=True,
         theme=THEME,
         css=CSS,
         footer_links=[],
@@ -309,4 +309,7 @@ def launch(port: int | None = None, open_browser: bool = True, block: bool = Tru
         enable_monitoring=False,
         show_error=False,
     )
+    if block:
+        print(f"Bandit playground on {demo.local_url} (Ctrl-C stops it)", flush=True)
+        demo.block_thread()
     return demo
