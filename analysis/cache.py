@@ -38,7 +38,8 @@ def cached_run(
     if not is_complete(run_dir):
         from toy.train import run
 
-        run(cfg.replace(out_dir=str(RUNS), name=key, progress=False, resume=False, overwrite=True))
+        where = dict(out_dir=str(RUNS), name=key, progress=False, plot=False)  # no summary.png
+        run(cfg.replace(**where, resume=False, overwrite=True))
     metrics, steps, dist = load_run(run_dir)
     if label is not None:
         metrics.insert(0, "label", label)

@@ -171,7 +171,7 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
         return dataclasses.replace(self, **changes)
 
 
-NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run", "report_to")
+NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run", "report_to", "plot")
 """Fields that do not change a run's results (left out of the automatic name's hash and of the
 resume comparison)."""
 

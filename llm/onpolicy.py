@@ -29,7 +29,8 @@ draw of a round is seeded from (seed, round), so ``--resume`` continues to the i
 COMPLETE is written last.
 
 Outputs runs/<name>/: config.json, metrics.jsonl (one record per round, ``llm.round_log``),
-generations.jsonl (``generations_per_round`` samples per round), checkpoints/, final/, COMPLETE.
+generations.jsonl (``generations_per_round`` samples per round), checkpoints/, final/,
+summary.png (reward, KL and loss over the steps; ``--no-plot``: none), COMPLETE.
 """
 
 from __future__ import annotations
@@ -294,6 +295,7 @@ def run(
         record = _rounds(ses, on_round, extra_metrics)
         if cfg.save_final:
             runs.save_final(ses.accelerator, ses.policy, ses.tokenizer, ses.run_dir / "final")
+    setup.write_summary(cfg, ses.accelerator, ses.run_dir)  # its failure is a warning
     runs.mark_complete(ses.run_dir, record)
     return runs.result_of(cfg, ses.run_dir, record)
 

@@ -280,7 +280,7 @@ def start_run(
         run_dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(meta, indent=2, default=str)
         atomic_write(run_dir / "config.json", lambda p: p.write_text(text))
-        for stale in ("metrics.jsonl", "generations.jsonl", "FAILED"):
+        for stale in ("metrics.jsonl", "generations.jsonl", "summary.png", "FAILED"):
             (run_dir / stale).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     accelerator.wait_for_everyone()

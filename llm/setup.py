@@ -1,6 +1,6 @@
 """The set-up both modes of ``llm.train`` share (offline pairs and Algorithm 1's rounds): the
 accelerator, the model with its LoRA adapters and reference, the optimiser and schedule, the
-tracker, the metrics log, and the resolved config written beside the results.
+tracker, the metrics log, the resolved config written beside the results, and summary.png.
 
 One rule chooses the reference (``reference_mode``): the objective needs one, or the run samples
 from π_ref (every rounds mode: round 0 and offline samples come from the reference); ``auto`` is
@@ -34,6 +34,7 @@ from llm import models
 from llm.config import TrainConfig
 from llm.logps import PolicyLogps
 from runio import UserError, append_jsonl, check_writable, git_sha, read_jsonl, tracking, versions
+from runio.summary_plot import Panel
 
 
 def run_dir_of(cfg: TrainConfig) -> Path:
@@ -71,6 +72,33 @@ def log_record(acc, path: Path, record: dict) -> None:
     on the main process)."""
     append_jsonl(path, record)
     acc.log(tracking.scalars(record), step=record["step"])
+
+
+SUMMARY_PANELS = (
+    Panel("reward", ("reward/mean", "eval/reward/mean")),
+    Panel("KL(π ‖ π_ref)", ("policy/kl_ref",)),
+    Panel("loss", ("loss/train", "eval/loss")),
+    Panel("implicit rewards", ("rewards/chosen", "rewards/rejected")),
+    Panel("implicit margin", ("margin/implicit", "eval/margin/implicit")),
+    Panel("pair accuracy", ("pairs/accuracy", "eval/pairs/accuracy")),
+)
+"""summary.png's panels, each drawn when the run logged one of its metrics: the rounds modes'
+reward, KL and loss; the pairs mode's loss, implicit rewards, margin and accuracy."""
+
+
+def write_summary(cfg: TrainConfig, acc, run_dir: Path) -> None:
+    """summary.png (``runio.summary_plot``) from metrics.jsonl as written, on the main process,
+    unless ``--no-plot``; a figure that cannot be drawn is one warning line, never an error."""
+    if not (cfg.plot and acc.is_main_process):
+        return
+    from runio import summary_plot
+
+    def draw():
+        table = summary_plot.columns(read_jsonl(run_dir / "metrics.jsonl"))
+        title = f"{run_dir.name} ({cfg.mode}, {cfg.objective})"
+        return summary_plot.figure(table, SUMMARY_PANELS, title=title)
+
+    summary_plot.write(run_dir, draw, tag="[llm]")
 
 
 def nograd_module(acc, policy):

@@ -15,9 +15,9 @@ an existing run is never replaced without --resume or --overwrite) and the model
 that fails after its claim is released, never COMPLETE, and FAILED says why.
 
 Outputs runs/<name>/: config.json (written before training), metrics.jsonl (one record per logged
-step, toy metric keys), generations.jsonl, checkpoints/step_*/, final/ and COMPLETE (last); with
---report-to tensorboard or wandb also tracking/ (the same metrics through accelerate's trackers,
-``runio.tracking``).
+step, toy metric keys), generations.jsonl, checkpoints/step_*/, final/, summary.png (the curves
+of metrics.jsonl; --no-plot: none) and COMPLETE (last); with --report-to tensorboard or wandb
+also tracking/ (the same metrics through accelerate's trackers, ``runio.tracking``).
 User errors print one line and exit 2 (--debug for the traceback); a non-finite loss or gradient
 stops the run before the bad update, exit 3.
 """
@@ -184,6 +184,7 @@ def _run(cfg: TrainConfig, on_step, sampler, extra_metrics) -> RunResult:
         if cfg.save_final:
             runs.save_final(acc, ses.policy, ses.tokenizer, ses.run_dir / "final")
         acc.wait_for_everyone()
+    setup.write_summary(cfg, acc, ses.run_dir)  # main process; its failure is a warning
     if acc.is_main_process:
         runs.mark_complete(ses.run_dir, record)
     return result_of(cfg, ses.run_dir, record)
@@ -228,7 +229,7 @@ def _run_writing_nothing(cfg: TrainConfig, on_step, sampler, extra_metrics) -> R
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("TrainConfig.out_dir: '' (write nothing) needs one process; give a dir")
     with tempfile.TemporaryDirectory(prefix="modeseek-") as tmp:
-        result = run(cfg.replace(out_dir=tmp), on_step, sampler=sampler,
+        result = run(cfg.replace(out_dir=tmp, plot=False), on_step, sampler=sampler,
                      extra_metrics=extra_metrics)  # fmt: skip
     final = {k: v for k, v in result.final.items() if k != "run_dir"}
     return RunResult(cfg, result.metrics, None, final, result.loaded)

@@ -33,6 +33,12 @@ class RunOptions:
     """Where <out_dir>/<name>/ is written; '' to write nothing (the result is returned only)."""
     progress: bool = True
     """Show a progress bar."""
+    plot: bool = True
+    """Write summary.png into the run directory at the end of a run: reward and KL to π_ref
+    over the steps where logged (the bandit: mean over seeds with a min-max band, and the final
+    distribution over the arms against π_ref and the reward; a language model's pairs mode: loss,
+    implicit rewards, margin and pair accuracy). Nothing with out_dir=''; a figure that cannot
+    be drawn is a warning, never a failed run. --no-plot: none."""
     report_to: str = "none"
     """Experiment tracking through accelerate's trackers: none, tensorboard or wandb (pip
     install 'modeseek[wandb]'), in <out_dir>/<name>/tracking/. Every metrics.jsonl record's

@@ -132,7 +132,7 @@ def test_two_commands_racing_for_one_name_never_both_run(env, tmp_path):
         one_line(2, err, r"being written by another process|already holds a run")
         run_dir = out / f"race{rep}"
         assert sorted(p.name for p in run_dir.iterdir()) == [
-            "COMPLETE", "config.json", "final", "metrics.jsonl"]  # fmt: skip
+            "COMPLETE", "config.json", "final", "metrics.jsonl", "summary.png"]  # fmt: skip
         assert [r["step"] for r in metrics(run_dir)] == [1, 2]
 
 

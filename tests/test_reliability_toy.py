@@ -35,7 +35,7 @@ TRAIN = ["--preset", "onpolicy_bon", "--rounds", "2", "--steps-per-round", "2", 
 SWEEP = ["--grid", "objective=bon,dpo,ipo", "lr=1e-3,1e-2", "--seeds", "0", "1", "--set",
          "rounds=2", "steps_per_round=2", "prompts_per_round=4", "init_steps=2",
          "n_eval_contexts=5", "--no-progress"]  # fmt: skip
-RUN_FILES = ["COMPLETE", "config.json", "dist.npz", "metrics.jsonl"]
+RUN_FILES = ["COMPLETE", "config.json", "dist.npz", "metrics.jsonl", "summary.png"]
 
 
 @pytest.fixture(autouse=True)

@@ -1,5 +1,6 @@
 """A bandit run's directory: ``config.json`` first, then ``metrics.jsonl`` and ``dist.npz`` (and,
-with ``report_to``, ``tracking/``: ``report``), then ``COMPLETE`` last (``runio.mark_complete``).
+with ``report_to``, ``tracking/``: ``report``), ``summary.png`` (unless ``plot`` is off:
+``toy.summary_plot``), then ``COMPLETE`` last (``runio.mark_complete``).
 Every file is written atomically.
 
 - A directory without ``COMPLETE`` is a run that was killed (or failed on a non-finite loss):
@@ -66,10 +67,10 @@ __all__ = [
     "versions",
 ]
 
-NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "report_to")
+NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "report_to", "plot")
 """Config fields that do not change a run's results (left out of its hash and resume check)."""
 
-OUTPUTS = ("metrics.jsonl", "dist.npz")
+OUTPUTS = ("metrics.jsonl", "dist.npz", "summary.png")
 FAILED = "FAILED"
 """Written (one line: why) by a run that stopped with an error; removed when it is retried."""
 
@@ -216,9 +217,10 @@ def _prepare(cfg, run_dir: Path, resuming: bool) -> None:
         atomic_write(run_dir / "config.json", lambda p: p.write_text(text))
 
 
-def finish_run(run_dir: Path, metrics: pd.DataFrame, dist_steps, dist) -> None:
-    """Write the outputs, then the ``COMPLETE`` marker (last: a kill before it leaves a run
-    that no reader takes as finished)."""
+def finish_run(run_dir: Path, metrics: pd.DataFrame, dist_steps, dist, plot=None) -> None:
+    """Write the outputs, then ``plot()`` (``summary.png``: its failure is a warning, never
+    raised), then the ``COMPLETE`` marker (last: a kill before it leaves a run that no reader
+    takes as finished)."""
     atomic_write(
         run_dir / "metrics.jsonl",
         lambda p: metrics.to_json(p, orient="records", lines=True, double_precision=15),
@@ -229,6 +231,8 @@ def finish_run(run_dir: Path, metrics: pd.DataFrame, dist_steps, dist) -> None:
             np.savez_compressed(f, steps=dist_steps, dist=dist)
 
     atomic_write(run_dir / "dist.npz", save_npz)
+    if plot is not None:
+        plot()
     mark_complete(run_dir, {"rows": len(metrics), "dist_steps": len(dist_steps)})
 
 

@@ -7,9 +7,10 @@ From Python: ``result = toy.train.run(BanditConfig(...))`` or ``run(preset("offl
 
 Outputs go to ``<out_dir>/<name>/`` (see ``toy.outputs``): ``config.json`` before training, then
 ``metrics.jsonl`` and ``dist.npz`` (and, with ``--report-to tensorboard|wandb``, ``tracking/``:
-the same metrics through accelerate's trackers, ``toy.outputs.report``), then ``COMPLETE``
-last. The automatic name ends in a hash of every field that changes the results, so different
-configs never share a directory.
+the same metrics through accelerate's trackers, ``toy.outputs.report``), ``summary.png``
+(reward and KL curves, the final distribution: ``toy.summary_plot``; ``--no-plot``: none), then
+``COMPLETE`` last. The automatic name ends in a hash of every field that changes the results,
+so different configs never share a directory.
 
 Reliability:
 
@@ -39,6 +40,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -54,7 +56,7 @@ import runio
 from errors import one_line_cli
 from objectives import values_checked_once
 from runio import cli_entry, deferred_validation
-from toy import outputs
+from toy import outputs, summary_plot
 from toy.bandit import CONTEXT_DIM
 from toy.config import PRESETS, BanditConfig, preset, validate
 from toy.evaluation import EvalBuffer, check_final_policy, check_finite
@@ -245,7 +247,12 @@ def run(cfg: BanditConfig) -> RunResult:
         if run_dir is not None:
             if cfg.report_to != "none":
                 outputs.report(cfg, run_dir, result.metrics)
-            outputs.finish_run(run_dir, result.metrics, result.dist_steps, result.dist)
+            plot = None
+            if cfg.plot:
+                ref_K, reward_K = prob.ref_logp_K.exp().numpy(), prob.reward_K.numpy()
+                plot = partial(summary_plot.write, cfg, run_dir, result.metrics, result.dist,
+                               ref_K, reward_K)  # fmt: skip
+            outputs.finish_run(run_dir, result.metrics, result.dist_steps, result.dist, plot)
         return result
     except Exception as e:  # FAILED says why (where the disk still takes it); never COMPLETE
         if run_dir is not None and not done:
