@@ -22,6 +22,8 @@ import json
 import random
 from pathlib import Path
 
+from llm import shipped
+
 PER_TRAIN_PLAY = 22
 PER_TEST_PLAY = 17
 
@@ -86,7 +88,7 @@ def build(seed: int = 0) -> dict[str, list[dict]]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", default="data/shakespeare_prefs")
+    ap.add_argument("--out", default=str(shipped.DATA / "shakespeare_prefs"))  # from any cwd
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     out = Path(args.out)

@@ -14,6 +14,8 @@ import argparse
 import json
 from pathlib import Path
 
+from llm import shipped
+
 
 def prompts_of(pairs_path: str) -> list[str]:
     seen: dict[str, None] = {}
@@ -25,8 +27,8 @@ def prompts_of(pairs_path: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pairs", default="data/shakespeare_prefs/train.jsonl")
-    ap.add_argument("--out", default="data/shakespeare_prompts/train.jsonl")
+    ap.add_argument("--pairs", default=shipped.PAIRS_TRAIN)  # the shipped files, from any cwd
+    ap.add_argument("--out", default=shipped.PROMPTS)
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

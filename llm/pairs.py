@@ -59,7 +59,7 @@ def load_data(cfg: TrainConfig, *, count_all: bool = False):
     limits checked against the model's positions, before any model weights load.
     ``count_all`` counts every problem (as --skip-invalid does) instead of stopping at the first."""
     source = cfg.eval_source()
-    if int(os.environ.get("RANK", "0")) == 0:
+    if cfg.eval_data == "auto" and int(os.environ.get("RANK", "0")) == 0:  # not the user's pick
         print(f"[llm] evaluation: {source.why}", file=sys.stderr)
     rows = {"train": read_rows(cfg.data, cfg.data_split)}
     if source.path:
