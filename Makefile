@@ -36,10 +36,10 @@ lint: $(STAMP)
 
 # the docs site: every page in the nav, no broken link, every API object resolvable
 docs: $(STAMP)
-	$(PY) -m mkdocs build --strict --quiet --site-dir site
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet --site-dir site
 
 docs-serve: $(STAMP)
-	$(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve --dev-addr 127.0.0.1:8000
 
 # a headless Chromium for the playground's browser test (Playwright drives the system binary;
 # its own browser download is not used). Installs Debian's package when run as root; otherwise
