@@ -229,8 +229,9 @@ def _run_writing_nothing(cfg: TrainConfig, on_step, sampler, extra_metrics) -> R
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("TrainConfig.out_dir: '' (write nothing) needs one process; give a dir")
     with tempfile.TemporaryDirectory(prefix="modeseek-") as tmp:
-        result = run(cfg.replace(out_dir=tmp, plot=False), on_step, sampler=sampler,
-                     extra_metrics=extra_metrics)  # fmt: skip
+        # nothing outlives the directory: no final model, no picture
+        quiet = cfg.replace(out_dir=tmp, plot=False, save_final=False)
+        result = run(quiet, on_step, sampler=sampler, extra_metrics=extra_metrics)
     final = {k: v for k, v in result.final.items() if k != "run_dir"}
     return RunResult(cfg, result.metrics, None, final, result.loaded)
 
