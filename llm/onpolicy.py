@@ -160,7 +160,8 @@ def round_of_samples(cfg: TrainConfig, obj: objectives.Objective, col: Collected
     ref = rounds.sequence_logps(col.ref_sums_PN, col.counts_PN, mean)
     rewards = rounds.kl_shaped(col.rewards_PN, col.policy_sums_PN, col.ref_sums_PN,
                                col.offline_PN, cfg.kl_reward)  # fmt: skip
-    return rounds.make_round(rewards, pol, ref, col.offline_PN, cfg.pair_threshold)
+    return rounds.make_round(rewards, pol, ref, col.offline_PN, cfg.pair_threshold,
+                             ties=cfg.pair_ties)  # fmt: skip
 
 
 def kl_penalty_part(cfg: TrainConfig, col: Collected, sums: torch.Tensor, rows: slice):

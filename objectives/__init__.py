@@ -16,6 +16,7 @@ from objectives.gradients import (
     tabular_inputs,
     tabular_logit_grad,
 )
+from objectives.online import group_advantages, grpo, rloo, tempered_logps
 from objectives.pairwise import asft, dpo, implicit_rewards, ipo, kto, orpo, sft, simpo, slic
 from objectives.registry import OBJECTIVES, Objective, get
 from objectives.sampled import (
@@ -58,6 +59,8 @@ __all__ = [
     "dpo",
     "exo_pair",
     "get",
+    "group_advantages",
+    "grpo",
     "hinge",
     "implicit_rewards",
     "ipo",
@@ -70,6 +73,7 @@ __all__ = [
     "prob_partials",
     "pushdown_ratio",
     "reinforce",
+    "rloo",
     "robust",
     "rwr",
     "rwr_weights",
@@ -81,5 +85,6 @@ __all__ = [
     "sppo_hard",
     "tabular_inputs",
     "tabular_logit_grad",
+    "tempered_logps",
     "values_checked_once",
 ]

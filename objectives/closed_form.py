@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from objectives._math import log_odds
+from objectives.online import group_advantages
 from objectives.pairwise import implicit_rewards, kto_reference_point, orpo
 from objectives.sampled import advantages, rwr_weights, shaped_rewards
 from objectives.trl_pairwise import aot_pairs, bco_shift
@@ -265,3 +266,37 @@ def d_ppo(
     ratio = torch.exp(logps.detach() - old_logps.detach())
     clipped = ((adv > 0) & (ratio > 1 + clip_eps)) | ((adv < 0) & (ratio < 1 - clip_eps))
     return {"logps": torch.where(clipped, 0.0, -ratio * adv) / logps.shape[-1]}
+
+
+def _clip_mask(ratio, adv, clip_eps, clip_eps_high):
+    """Where -min(w·Â, clip(w)·Â) takes the clipped, constant branch (no gradient)."""
+    return ((adv > 0) & (ratio > 1 + clip_eps_high)) | ((adv < 0) & (ratio < 1 - clip_eps))
+
+
+def d_grpo(logps, rewards, old_logps=None, ref_logps=None, *, loss_type="dapo", scale="group",
+           std="sample", eps=1e-4, importance="token", clip_eps=0.2, clip_eps_high=0.2, beta=0.0,
+           kl_correction=True, max_completion_length=None, **_):  # fmt: skip
+    """Per-sequence inputs (T = 1, where every loss type but dr_grpo's 1/L is the mean)."""
+    adv = group_advantages(rewards, scale=scale, std=std, eps=eps)
+    ratio = torch.exp(logps.detach() - (logps if old_logps is None else old_logps).detach())
+    g = torch.where(_clip_mask(ratio, adv, clip_eps, clip_eps_high), 0.0, -ratio * adv)
+    if beta:  # ∂k3/∂ℓ = 1 - exp(ℓ_ref - ℓ); with kl_correction, ∂(w·k3)/∂ℓ = w·(k3 + ∂k3/∂ℓ)
+        d = ref_logps.detach() - logps.detach()
+        dk3 = 1 - torch.exp(d)
+        g = g + beta * (ratio * (torch.exp(d) - d - 1 + dk3) if kl_correction else dk3)
+    length = 1 if loss_type != "dr_grpo" or max_completion_length is None else max_completion_length
+    return {"logps": g / (logps.shape[-1] * length)}
+
+
+def d_rloo(logps, rewards, old_logps=None, ref_logps=None, *, beta=0.05, normalize=False,
+           clip_eps=0.2, clip_eps_high=0.2, **_):  # fmt: skip
+    """Per-sequence inputs; Â from the KL-shaped rewards (ℓ_old - ℓ_ref), detached."""
+    old = (logps if old_logps is None else old_logps).detach()
+    r = rewards - beta * (old - ref_logps) if beta else rewards
+    adv = group_advantages(r, baseline="loo", scale="none")
+    if normalize:
+        flat = adv.flatten(-2)
+        adv = (adv - flat.mean(-1)[..., None, None]) / (flat.std(-1)[..., None, None] + 1e-4)
+    ratio = torch.exp(logps.detach() - old)
+    g = torch.where(_clip_mask(ratio, adv, clip_eps, clip_eps_high), 0.0, -ratio * adv)
+    return {"logps": g / logps.shape[-1]}

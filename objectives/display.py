@@ -46,6 +46,8 @@ DISPLAY_NAMES = {
     "apo_zero": "APO-zero",
     "apo_down": "APO-down",
     "discopop": "DiscoPOP",
+    "grpo": "GRPO (TRL)",
+    "rloo": "RLOO (TRL)",
 }
 
 

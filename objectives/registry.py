@@ -21,7 +21,7 @@ from torch import Tensor
 
 from errors import UserError
 from objectives import closed_form as cf
-from objectives import pairwise, sampled, trl_pairwise
+from objectives import online, pairwise, sampled, trl_pairwise
 from objectives.hparams import (
     BELOW_HALF,
     BOOL,
@@ -275,6 +275,22 @@ OBJECTIVES: dict[str, Objective] = dict(
             inputs=("logps", "rewards", "old_logps"),
             optional_inputs=_RL_OPTIONAL,
             paper="PPO-clip (Schulman et al. 2017)",
+        ),
+        # TRL's online trainers (GRPOTrainer, RLOOTrainer, TRL 1.16): objectives.online
+        *(
+            _entry(
+                name,
+                getattr(online, name),
+                getattr(cf, f"d_{name}"),
+                "groups",
+                hp_rules=rules,
+                # RLOOConfig's beta is 0.05 (a reference is needed), GRPOConfig's 0
+                inputs=("logps", "rewards", *(("ref_logps",) if name == "rloo" else ())),
+                optional_inputs=("old_logps", *(() if name == "rloo" else ("ref_logps",))),
+                needs_ref=name == "rloo",
+                paper=paper,
+            )
+            for name, (rules, paper) in online.REGISTRY.items()
         ),
         _entry(
             "dpo",

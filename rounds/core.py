@@ -7,7 +7,8 @@ is vectorised; nothing here knows how a sample was drawn (an arm or a generated 
 - ``offline_count``: how many of a prompt's N samples come from π_ref (offline / on-policy /
   hybrid mixing; round 0 always samples π_ref, as in the bandit).
 - ``build_pairs``: all N(N-1)/2 pairs, the higher reward winning; a pair counts only when its
-  reward gap is above the threshold (ties never pair).
+  reward gap is above the threshold (ties never pair), unless ``ties="first"`` (TRL's
+  OnlineDPOTrainer: a tied pair is kept, its first sample chosen).
 - ``make_round``: a ``Round`` from rewards and the collecting/reference log-probs.
 - ``objective_inputs``: the keyword tensors an objective of data kind chosen / pairs / groups
   takes, and the mask of examples that count.
@@ -50,19 +51,30 @@ def offline_mask(n_offline: int, shape: tuple[int, ...]) -> Tensor:
     return (torch.arange(shape[-1]) < n_offline).expand(shape)
 
 
-def build_pairs(rewards_PN: Tensor, threshold: float = 0.0) -> tuple[Tensor, Tensor, Tensor]:
+PAIR_TIES = ("drop", "first")
+"""What ``build_pairs`` does with a tied pair: drop it, or keep it with the first sample chosen."""
+
+
+def build_pairs(
+    rewards_PN: Tensor, threshold: float = 0.0, ties: str = "drop"
+) -> tuple[Tensor, Tensor, Tensor]:
     """All N(N-1)/2 pairs of each prompt's samples, the higher reward winning.
 
     Returns sample indices of the winner and loser, (..., P, M), and a validity mask that drops
-    pairs whose reward gap is not above ``threshold`` (ties never make a pair).
+    pairs whose reward gap is not above ``threshold`` (ties never make a pair). ``ties="first"``
+    (TRL's OnlineDPOTrainer, ``first_half >= second_half``): a pair of exactly equal rewards is
+    kept, the sample of lower index chosen; other pairs still need a gap above ``threshold``.
     """
+    if ties not in PAIR_TIES:
+        raise ValueError(f"build_pairs: ties must be one of {PAIR_TIES}, got {ties!r}")
     n = rewards_PN.shape[-1]
     i, j = torch.triu_indices(n, n, offset=1, device=rewards_PN.device)
     r_i, r_j = rewards_PN[..., i], rewards_PN[..., j]
-    i_wins = r_i > r_j
+    i_wins = r_i > r_j if ties == "drop" else r_i >= r_j
     winner = torch.where(i_wins, i, j)
     loser = torch.where(i_wins, j, i)
-    return winner, loser, (r_i - r_j).abs() > threshold
+    valid = (r_i - r_j).abs() > threshold
+    return winner, loser, valid if ties == "drop" else valid | (r_i == r_j)
 
 
 @dataclass
@@ -110,10 +122,12 @@ def make_round(
     threshold: float,
     samples_PN: Tensor | None = None,
     prompts_P: Tensor | None = None,
+    ties: str = "drop",
 ) -> Round:
-    """Build pairs from the rewards; ``old_logps`` take π_ref's log-prob on offline samples."""
+    """Build pairs from the rewards (``build_pairs``, ``ties`` as there); ``old_logps`` take
+    π_ref's log-prob on offline samples."""
     old = torch.where(offline_PN, ref_logps_PN, collect_logps_PN)
-    winner, loser, valid = build_pairs(rewards_PN, threshold)
+    winner, loser, valid = build_pairs(rewards_PN, threshold, ties)
     return Round(rewards_PN, old, ref_logps_PN, winner, loser, valid, samples_PN, prompts_P)
 
 

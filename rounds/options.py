@@ -37,7 +37,11 @@ class RoundOptions:
     """T: passes over each round's data (sample reuse); each pass is one full-batch optimiser
     step unless the config splits a pass into minibatches."""
     pair_threshold: float = 0.0
-    """Pairs whose reward gap is not above this are dropped (ties never pair)."""
+    """Pairs whose reward gap is not above this are dropped (ties never pair, unless
+    pair_ties=first)."""
+    pair_ties: Literal["drop", "first"] = "drop"
+    """A pair of equal rewards: dropped (drop), or kept with its first sample chosen (first,
+    TRL's OnlineDPOTrainer)."""
     baseline: Literal["group", "running"] = "group"
     """Advantages of objectives that take a baseline (REINFORCE, PPO): rewards z-scored per
     prompt (group), or minus a running mean of past rounds' rewards (running)."""

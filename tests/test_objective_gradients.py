@@ -25,6 +25,8 @@ HPARAMS = {  # non-default settings so the tests exercise more than one branch
     "aot": {"eps": 0.1},
     "aot_unpaired": {"eps": 0.1},
     "discopop": {"tau": 0.5},
+    "grpo": {"beta": 0.1, "clip_eps": 0.1, "loss_type": "dr_grpo", "max_completion_length": 3.0},
+    "rloo": {"beta": 0.1, "normalize": True, "clip_eps_high": 0.1},
 }
 
 

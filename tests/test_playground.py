@@ -164,7 +164,7 @@ def test_the_page_offers_every_objective_and_its_defaults():
     demo = app.build()
     dropdowns = [b for b in demo.blocks.values() if getattr(b, "elem_id", "") == "objective-A"]
     keys = [value for _, value in dropdowns[0].choices]
-    assert keys == list(objectives.OBJECTIVES) and len(keys) == 24
+    assert keys == list(objectives.OBJECTIVES) and len(keys) == 26
     hp = next(b for b in demo.blocks.values() if getattr(b, "elem_id", "") == "hp-A")
     assert hp.value == runs.hp_field(str(runs.START_A["objective"]))
 

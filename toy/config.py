@@ -191,6 +191,9 @@ def validate(c: BanditConfig) -> None:
     _require(
         c.pair_threshold >= 0, "pair_threshold", f"must be non-negative, got {c.pair_threshold}"
     )
+    _require(
+        c.pair_ties in ("drop", "first"), "pair_ties", f"must be drop or first, got {c.pair_ties!r}"
+    )
     for name in ("kl_penalty", "kl_reward"):
         value = getattr(c, name)
         _require(value >= 0, name, f"must be non-negative, got {value}")

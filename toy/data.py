@@ -26,6 +26,7 @@ def round_of_arms(
     offline_SPN: Tensor,
     threshold: float,
     kl_reward: float = 0.0,
+    ties: str = "drop",
 ) -> rounds.Round:
     """Score the sampled arms (exact rewards, collecting and reference log-probs) and build the
     round's pairs (``rounds.make_round``). ``offline_SPN`` marks samples drawn from π_ref;
@@ -34,4 +35,4 @@ def round_of_arms(
     ref = ref_logp_K[arms_SPN]
     rewards = rounds.kl_shaped(reward_K[arms_SPN], collect, ref, offline_SPN, kl_reward)
     return rounds.make_round(rewards, collect, ref, offline_SPN, threshold, samples_PN=arms_SPN,
-                             prompts_P=prompts_SP)  # fmt: skip
+                             prompts_P=prompts_SP, ties=ties)  # fmt: skip

@@ -109,10 +109,18 @@ def resolved_config(cfg) -> dict:
     return d
 
 
+NEW_AT_DEFAULT = {"pair_ties": "drop"}
+"""Knobs added after runs were named and cached, with the default that reproduces the older
+runs: left out of the hash at that default, so older run names and cache keys stay valid."""
+
+
 def result_config(cfg) -> dict:
     """``resolved_config`` without the fields that do not change results (``NOT_RESULTS``) and
-    without the run name: what automatic names hash and what a resume must match."""
-    return {k: v for k, v in _resolved(cfg).items() if k not in NOT_RESULTS}
+    without the run name: what automatic names hash and what a resume must match (a knob of
+    ``NEW_AT_DEFAULT`` at its default is left out too)."""
+    new = NEW_AT_DEFAULT
+    return {k: v for k, v in _resolved(cfg).items()
+            if k not in NOT_RESULTS and not (k in new and new[k] == v)}  # fmt: skip
 
 
 def _short(value: object, n: int = 40) -> str:

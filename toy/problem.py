@@ -89,6 +89,7 @@ def collect(
         offline_SPN,
         cfg.pair_threshold,
         cfg.kl_reward,
+        cfg.pair_ties,
     )
 
 
