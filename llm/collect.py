@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
 import rounds
 from llm.prompts import Prompt
+from llm.reward_fns import parts_of, trl_context
 from llm.rewards import score
 from llm.sampling import Sampler, Samples, scoring_batch
 
@@ -69,6 +70,8 @@ class Collected:
     batch: dict[str, Tensor]
     time_generate: float
     time_score: float
+    reward_parts: dict[str, Tensor] = field(default_factory=dict)
+    """Each reward's values (P, N) when there are several (``llm.reward_fns``)."""
 
 
 @torch.no_grad()
@@ -115,16 +118,20 @@ def collect(
     token_ids = [row[m.bool()].tolist() for row, m in zip(samples.tokens_BT, samples.mask_BT)]
     prompt_texts = [prompts[i].text for i in prompt_idx for _ in range(n)]
     rows = [prompts[i].idx for i in prompt_idx]
+    context = trl_context(prompts, prompt_idx, n, texts, round_index)
     rewards = score(reward_fn, prompt_texts, texts, token_ids, samples.lengths_B, rows,
-                    prompts_file)  # fmt: skip
+                    prompts_file, context)  # fmt: skip
+    parts = parts_of(reward_fn, p, n)
     batch = scoring_batch(ids, n, samples, pad_id)
     pol_sums, counts = _logps(policy_logps, batch, row_slices)
     ref_sums, _ = _logps(ref_logps, batch, row_slices)
     offline = rounds.offline_mask(n_offline, (p, n))
-    return Collected(
+    col = Collected(
         list(prompt_idx), samples, texts, rewards, offline, pol_sums.view(p, n),
         ref_sums.view(p, n), counts.view(p, n), batch, t1 - t0, time.perf_counter() - t1,
     )  # fmt: skip
+    col.reward_parts = parts
+    return col
 
 
 def kl_estimate(col: Collected) -> float:
@@ -161,8 +168,9 @@ def evaluate_policy(
     token_ids = [row[m.bool()].tolist() for row, m in zip(samples.tokens_BT, samples.mask_BT)]
     prompt_texts = [p.text for p in prompts for _ in range(n)]
     rows = [p.idx for p in prompts]
+    context = trl_context(prompts, range(len(prompts)), n, texts, round_index)
     rewards = score(reward_fn, prompt_texts, texts, token_ids, samples.lengths_B, rows,
-                    prompts_file)  # fmt: skip
+                    prompts_file, context)  # fmt: skip
     return {
         "eval/reward/mean": float(rewards.mean()),
         "eval/response/length_mean": float(samples.lengths_B.float().mean()),

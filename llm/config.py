@@ -29,7 +29,8 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     """pairs: train on the offline preference pairs of --data (the default). on_policy / offline
     / hybrid: Algorithm 1 rounds on the prompts of --prompts, sampling N responses per prompt
     from the current policy / the frozen reference / a mixture (see llm.onpolicy). The pairs-only
-    fields (data, eval_data, batch_size, grad_accum, epochs, max_steps, gen_*) are then unused."""
+    fields (data, eval_data, batch_size, grad_accum, epochs, gen_*) are then unused (TRL's GRPO
+    flags: llm.rounds_flags)."""
     rounds: int = 10
     prompts_per_round: int = 8
     samples_per_prompt: int = 4
@@ -70,7 +71,8 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     epochs: int = 1
     """Passes over the training pairs (incomplete final global batches are dropped)."""
     max_steps: int = 0
-    """Stop after this many optimiser steps (0: run all epochs)."""
+    """Stop after this many optimiser steps (0: run all epochs; rounds modes: all rounds, the
+    last round cut to the steps left)."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16 autocast on GPU (auto = bf16 when CUDA supports it, else fp32). Log-probs are fp32."""
     gradient_checkpointing: bool = False
@@ -102,12 +104,15 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     prompts: str = shipped.PROMPTS
     """Rounds modes: prompt-only file (rows with a ``prompt`` string or message list; same formats
     as --data). The default is the shipped Shakespeare prompts (``python -m llm.make_prompts``)."""
-    reward: str = "length_min"
+    reward: str | tuple[str, ...] = "length_min"
     """Rounds modes: length_min (r = -len), length_mode (r = -|len - m|), length_skew (r = -len),
-    where len counts response tokens without EOS; or ``module:function``; or a local
-    sequence-classification reward model directory (see llm.rewards)."""
+    where len counts response tokens without EOS; or ``module:function`` (ours or TRL's
+    signature); or a local sequence-classification reward model directory (see llm.rewards).
+    Several: their weighted sum (--reward-weights; llm.reward_fns)."""
     reward_args: tuple[str, ...] = ()
-    """key=value arguments of the reward, e.g. m=20 for length_mode."""
+    """key=value arguments of the reward, e.g. m=20 for length_mode (of the built-in ones)."""
+    reward_weights: tuple[float, ...] | None = None
+    """With several --reward: one weight each (TRL's reward_weights); None: all 1."""
     micro_prompts: int = 0
     """Prompts (with all their N samples) per forward/backward micro-batch within a step; the
     gradients are accumulated, so the step equals one full batch. 0: all P at once."""
@@ -175,7 +180,7 @@ NOT_RESULTS = ("name", "out_dir", "progress", "resume", "overwrite", "dry_run", 
 """Fields that do not change a run's results (left out of the automatic name's hash and of the
 resume comparison)."""
 
-UNSET_NOT_HASHED = ("eval_data_split", "warmup_ratio")
+UNSET_NOT_HASHED = ("eval_data_split", "warmup_ratio", "reward_weights")
 """Optional fields whose None means "as another field" (the eval split: --data-split's; the
 warm-up: --warmup-steps): they enter a run's name hash only when set."""
 
@@ -184,10 +189,10 @@ PATH_FIELDS = ("data", "eval_data", "prompts")
 repository-relative names)."""
 
 ROUNDS_FIELDS = (
-    "prompts", "reward", "reward_args", "rounds", "prompts_per_round", "samples_per_prompt",
-    "steps_per_round", "micro_prompts", "pair_threshold", "kl_penalty", "kl_reward", "baseline",
-    "baseline_decay", "offline_fraction", "temperature", "top_k", "top_p", "max_new_tokens",
-    "generations_per_round", "reward_batch_size", "eval_prompts", "mode",
+    "prompts", "reward", "reward_args", "reward_weights", "rounds", "prompts_per_round",
+    "samples_per_prompt", "steps_per_round", "micro_prompts", "pair_threshold", "kl_penalty",
+    "kl_reward", "baseline", "baseline_decay", "offline_fraction", "temperature", "top_k",
+    "top_p", "max_new_tokens", "generations_per_round", "reward_batch_size", "eval_prompts", "mode",
 )  # fmt: skip
 """Fields of the rounds modes only: a pairs run does not use them, so they are left out of its
 name hash (changing them cannot change its results)."""
@@ -353,10 +358,12 @@ def validate_rounds(c: TrainConfig) -> None:
         f"{c.objective!r} {BATCH_COUPLED_HELP}; use --micro-prompts 0 (all "
         f"{c.prompts_per_round} prompts at once)",
     )
-    from llm.rewards import check_reward_spec, reward_gap_bound  # nothing is loaded
+    from llm.reward_fns import check_rewards
+    from llm.rewards import reward_gap_bound  # nothing is loaded
 
-    check_reward_spec(c.reward, c.reward_args)
-    gap = reward_gap_bound(c.reward, c.reward_args, c.max_new_tokens)
+    check_rewards(c.reward, c.reward_args, c.reward_weights)
+    one = isinstance(c.reward, str)
+    gap = reward_gap_bound(c.reward, c.reward_args, c.max_new_tokens) if one else None
     if obj.data != "groups" and c.kl_reward == 0 and gap is not None:
         _require(
             gap > c.pair_threshold,

@@ -122,6 +122,13 @@ def help_section(fields: set[str], tool: str, mismatched: bool = True) -> str:
         rows.append("--eval_strategy steps|no, --save_strategy steps|no, --logging_strategy steps")
     if "max_new_tokens" in fields:
         rows.append("--max_completion_length N = --max-new-tokens N (rounds modes)")
+        rows.append(
+            "rounds modes (TRL's GRPO, llm.rounds_flags): --dataset_name/--data F = --prompts F, "
+            "--num_generations N = --samples-per-prompt N, --num_iterations T = "
+            "--steps-per-round T, --per_device_train_batch_size B = --prompts-per-round B/N, "
+            "--beta X = --hp beta=X or --kl-penalty X, --epsilon X = --hp clip_eps=X, "
+            "--max_steps S: S updates in all"
+        )
     for t, (o, hp) in LOSS_TYPES.items():
         also = ""
         if t == "kto" and mismatched:

@@ -68,6 +68,7 @@ import contextlib
 import dataclasses
 import difflib
 
+from llm import rounds_flags
 from llm.flag_tables import (
     ALIASES,
     BOOL_FLAGS,
@@ -243,6 +244,10 @@ def translate_all(argv: list[str], tool: Tool = TRAIN) -> Translation:
         values = _values(argv, i, inline if eq else None)
         one = values[0] if values else ""
         step = 1 if eq else 1 + min(len(values), 1)  # a flag with one value
+        if tool is TRAIN and rounds_flags.apply(flag, one, argv, chosen, fields, mode, out, hp,
+                                                spelled):  # fmt: skip
+            i += step  # a GRPO flag of the rounds modes (llm.rounds_flags)
+            continue
         if name not in known and not negated:
             raise _unknown(flag, known, tool)
         if name in NO_COUNTERPART:

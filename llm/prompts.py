@@ -1,7 +1,8 @@
 """Prompt-only data for the rounds modes: read, checked and tokenised before any model loads.
 
 A row holds ``prompt``: a string, or a list of ``{"role", "content"}`` messages (other columns
-are ignored, so a preference-pairs file is also a prompts file). Formats and errors are those of
+are kept for TRL-style reward functions, ``Prompt.columns``, and otherwise unused, so a
+preference-pairs file is also a prompts file). Formats and errors are those of
 the pairs data (``llm.data.read_rows``; ``DataError`` naming the file, the 0-based row and the
 problem). A message list holds the roles of ``CHAT_ROLES`` and does not end with the assistant's
 message (the model writes that turn); a file without a ``prompt`` column is refused at once,
@@ -16,7 +17,7 @@ must hold ``prompts_per_round`` and ``eval_prompts`` valid prompts (a request is
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from llm import models
 from llm.data import (
@@ -41,6 +42,10 @@ class Prompt:
     idx: int
     ids: tuple[int, ...]
     text: str
+    raw: object = field(default=None, compare=False, repr=False)
+    """The row's ``prompt`` as the file holds it (a string or a message list)."""
+    columns: dict = field(default_factory=dict, compare=False, repr=False)
+    """The row's other columns (a TRL-style reward gets them: ``llm.reward_fns``)."""
 
 
 def prompt_texts(rows: list[dict]):
@@ -129,7 +134,8 @@ def tokenize_prompts(
                 raise DataError(path, i, result)
             skipped[problem_kind(result)] += 1
             continue
-        out.append(Prompt(i, result.ids, result.text))
+        extra = {k: v for k, v in row.items() if k != "prompt"}
+        out.append(Prompt(i, result.ids, result.text, row["prompt"], extra))
     if not out:
         raise UserError(f"{path}: no valid prompts ({dict(skipped)} skipped)")
     return out, {"rows": len(rows), "kept": len(out), "skipped": dict(skipped)}

@@ -136,6 +136,22 @@ def _what(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
+def specs_of(reward: str | Sequence[str]) -> tuple[str, ...]:
+    """``--reward``'s specs: one string or several."""
+    return (reward,) if isinstance(reward, str) else tuple(reward)
+
+
+def is_trl_style(fn) -> bool:
+    """Whether ``fn`` takes TRL's keywords: a ``completions`` parameter, or ``**kwargs`` and no
+    ``responses`` parameter."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+    var_kw = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    return "completions" in params or (var_kw and "responses" not in params)
+
+
 REWARD_KEYWORDS = ("prompts", "responses", "token_ids")
 """The keyword arguments a ``module:function`` reward is called with."""
 
@@ -157,6 +173,8 @@ def load_function(spec: str) -> Callable:
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):  # a builtin without a signature: the first call tells
+        return fn
+    if is_trl_style(fn):  # TRL's f(prompts, completions, **kwargs): llm.reward_fns
         return fn
     try:
         sig.bind(**{k: [] for k in REWARD_KEYWORDS})
@@ -180,11 +198,12 @@ def _callable(spec: str) -> RewardFn:
     return reward
 
 
-def check_loadable(spec: str) -> None:
-    """``--dry-run``'s check of a ``module:function`` reward (``load_function``); built-in and
+def check_loadable(reward: str | Sequence[str]) -> None:
+    """``--dry-run``'s check of ``module:function`` rewards (``load_function``); built-in and
     reward-model rewards are not loaded."""
-    if spec not in LENGTH_REWARDS and not Path(spec).expanduser().is_dir():
-        load_function(spec)
+    for spec in specs_of(reward):
+        if spec not in LENGTH_REWARDS and not Path(spec).expanduser().is_dir():
+            load_function(spec)
 
 
 def reward_gap_bound(spec: str, items: Sequence[str], max_new_tokens: int) -> float | None:
@@ -279,34 +298,54 @@ def score(
     lengths_B: Tensor,
     rows: Sequence[int],
     prompts_file: str,
+    context: dict | None = None,
 ) -> Tensor:
     """The rewards (P, N) of P prompts' N samples each (``rows``: the prompts' rows in the
     prompts file), finite. Whatever the reward raises becomes one ``UserError`` line naming it
-    and the prompt row whose samples make it raise (each prompt's samples are retried alone to
-    find it; all rows when none raises alone)."""
+    (the function that raised, of several: ``llm.reward_fns``) and the prompt row whose samples
+    make it raise (each prompt's samples are retried alone to find it; all rows when none raises
+    alone). ``context``: per-sample keywords of TRL-style functions (``llm.collect``)."""
     p = len(rows)
     n = len(texts) // p
-    name = getattr(reward_fn, "spec", None) or getattr(reward_fn, "__name__", "reward")
+
+    def call(s: slice) -> Tensor:
+        if context is None or not getattr(reward_fn, "takes_context", False):
+            return reward_fn(prompt_texts[s], texts[s], token_ids[s], lengths_B[s])
+        return reward_fn(prompt_texts[s], texts[s], token_ids[s], lengths_B[s],
+                         context=_sliced(context, s))  # fmt: skip
+
     try:
-        rewards = reward_fn(prompt_texts, texts, token_ids, lengths_B).float().view(p, n)
+        rewards = call(slice(None)).float().view(p, n)
     except UserError as e:  # a wrong number or type of values
         raise UserError(f"{e} (prompt rows {list(rows)} of {prompts_file})") from None
     except Exception as e:
-        row, err = _failing_row(reward_fn, prompt_texts, texts, token_ids, lengths_B, rows, n)
+        row, err = _failing_row(call, rows, n)
         where = f"prompt row {row}" if row is not None else f"prompt rows {list(rows)}"
+        err = err or e
+        name = getattr(err, "reward_spec", None) or getattr(reward_fn, "spec", None)
         raise UserError(
-            f"reward {name} raised {_what(err or e)} on the samples of {where} of "
-            f"{prompts_file} (no update was made with them)"
+            f"reward {name or getattr(reward_fn, '__name__', 'reward')} raised {_what(err)} on "
+            f"the samples of {where} of {prompts_file} (no update was made with them)"
         ) from None
     check_finite(rewards, rows, prompts_file)
     return rewards
 
 
-def _failing_row(reward_fn, prompt_texts, texts, token_ids, lengths_B, rows, n):
+def _sliced(context: dict, s: slice) -> dict:
+    out = dict(context)
+    for key in ("prompts", "completions"):
+        if key in out:
+            out[key] = out[key][s]
+    out["columns"] = {k: v[s] for k, v in context.get("columns", {}).items()}
+    return out
+
+
+def _failing_row(call, rows, n):
     for k, row in enumerate(rows):
-        s = slice(k * n, (k + 1) * n)
         try:
-            reward_fn(prompt_texts[s], texts[s], token_ids[s], lengths_B[s])
+            call(slice(k * n, (k + 1) * n))
+        except UserError:
+            continue
         except Exception as e:
             return row, e
     return None, None

@@ -1,5 +1,6 @@
 """What a round leaves on disk: its metrics.jsonl record (slash-namespaced keys, ``ROUND_KEYS``,
-plus ``rounds/without_pairs`` for pairwise and chosen-only objectives),
+plus ``rounds/without_pairs`` for pairwise and chosen-only objectives and ``reward/<name>/mean``
+per reward with several ``--reward``),
 a sample of its generations for generations.jsonl, and the rounds state of a checkpoint
 (``rounds_state.json``: the next round and the running baseline, plain JSON, written before
 ``llm.runs.save_checkpoint`` writes the checkpoint's trainer_state.json last)."""
@@ -51,13 +52,30 @@ def warn_without_pairs(cfg: TrainConfig, r: int) -> bool:
     return True
 
 
+def planned_updates(cfg: TrainConfig) -> int:
+    """The optimiser updates of the run: rounds × steps_per_round, at most ``max_steps`` (TRL's
+    --max_steps; 0: no bound)."""
+    total = cfg.rounds * cfg.steps_per_round
+    return min(total, cfg.max_steps) if cfg.max_steps else total
+
+
+def planned_rounds(cfg: TrainConfig) -> int:
+    """The rounds the run takes: ``rounds``, fewer when ``max_steps`` ends it earlier."""
+    return -(-planned_updates(cfg) // cfg.steps_per_round)
+
+
+def steps_of_round(cfg: TrainConfig, r: int) -> int:
+    """The updates of round r: steps_per_round, fewer in a last round cut by ``max_steps``."""
+    return min(cfg.steps_per_round, planned_updates(cfg) - r * cfg.steps_per_round)
+
+
 def round_record(
     cfg: TrainConfig, r: int, col: Collected, rnd: rounds.Round, losses, norms, lr, t_upd
 ) -> dict:
     """The metrics.jsonl record of round r (keys ``ROUND_KEYS``); rewards before the KL penalty."""
     rew = col.rewards_PN
     return {
-        "step": (r + 1) * cfg.steps_per_round, "round": r,
+        "step": r * cfg.steps_per_round + steps_of_round(cfg, r), "round": r,
         "queries": (r + 1) * cfg.prompts_per_round * cfg.samples_per_prompt,
         "reward/mean": float(rew.mean()), "reward/max": float(rew.max()),
         "reward/min": float(rew.min()), "reward/std": float(rew.std(unbiased=False)),
@@ -66,7 +84,18 @@ def round_record(
         "policy/kl_ref": kl_estimate(col), "pairs/valid": int(rnd.n_valid_pairs),
         "loss/train": sum(losses) / len(losses), "grad/norm": sum(norms) / len(norms), "lr": lr,
         "time/generate": col.time_generate, "time/score": col.time_score, "time/update": t_upd,
+        **reward_parts(col),
     }  # fmt: skip
+
+
+def reward_parts(col: Collected) -> dict:
+    """With several rewards: ``reward/<name>/mean`` each (the mean over the samples it scored,
+    not None; None when it scored none), unweighted (``llm.reward_fns``)."""
+    out = {}
+    for name, v in col.reward_parts.items():
+        ok = ~torch.isnan(v)
+        out[f"reward/{name}/mean"] = float(v[ok].mean()) if bool(ok.any()) else None
+    return out
 
 
 def generation_records(

@@ -279,12 +279,13 @@ def input_fingerprints(cfg: TrainConfig) -> dict[str, dict]:
     fields = ("data", "eval_data") if cfg.mode == "pairs" else ("prompts", "reward")
     out = {}
     for field in fields:
-        spec = (cfg.eval_source().path if field == "eval_data" else getattr(cfg, field)) or ""
-        path = Path(spec).expanduser() if spec else None
-        if field == "reward" and path is not None and not path.is_dir():
-            path = _module_file(spec) if ":" in spec else None
-        if path is not None and path.exists():
-            out[field] = fingerprint(path)
+        specs = cfg.eval_source().path if field == "eval_data" else getattr(cfg, field)
+        for k, spec in enumerate([specs] if isinstance(specs, str | None) else specs):
+            path = Path(spec).expanduser() if spec else None
+            if field == "reward" and path is not None and not path.is_dir():
+                path = _module_file(spec) if ":" in spec else None
+            if path is not None and path.exists():  # several rewards: reward, reward[1], ...
+                out[field if k == 0 else f"{field}[{k}]"] = fingerprint(path)
     return out
 
 
