@@ -51,14 +51,18 @@ from llm import runs, setup
 from llm.collect import Collected, collect, draw_prompts, evaluate_policy
 from llm.config import TrainConfig
 from llm.prompts import Prompt, load_prompts
-from llm.rewards import build_reward, check_loadable
+from llm.reward_fns import build_rewards
+from llm.rewards import check_loadable
 from llm.round_log import (
     WITHOUT_PAIRS,
     generation_records,
     load_round_state,
+    planned_rounds,
+    planned_updates,
     round_record,
     rounds_without_pairs,
     save_round_state,
+    steps_of_round,
     truncate_generations,
     warn_without_pairs,
 )
@@ -95,11 +99,12 @@ def _setup(cfg: TrainConfig, sampler: Sampler | None = None) -> RoundsSession:
         raise UserError(f"--mode {cfg.mode} runs in one process for now (got {acc.num_processes})")
     set_seed(cfg.seed)
     tokenizer, prompts, report = load_prompts(cfg)
-    reward_fn = build_reward(cfg.reward, cfg.reward_args, cfg.reward_batch_size, acc.device)
+    reward_fn = build_rewards(cfg.reward, cfg.reward_args, cfg.reward_weights,
+                              cfg.reward_batch_size, acc.device)  # fmt: skip
     run_dir = setup.run_dir_of(cfg)
     resuming = runs.claim(cfg, run_dir, acc)
     ref_mode = setup.reference_mode(cfg, obj)
-    total = cfg.rounds * cfg.steps_per_round
+    total = planned_updates(cfg)  # --max-steps bounds the updates
     policy, optimizer, scheduler, ref_model, _ = setup.build_trainable(
         cfg, acc, tokenizer, ref_mode, total
     )
@@ -237,7 +242,7 @@ def eval_due(cfg: TrainConfig, r: int) -> bool:
     """Whether round r ends with an evaluation: the last round, or a round in whose steps
     (r·T, (r+1)·T] a multiple of ``eval_every`` falls (the policy is sampled between rounds)."""
     t, k = cfg.steps_per_round, cfg.eval_every
-    return r == cfg.rounds - 1 or (k > 0 and (r + 1) * t // k > r * t // k)
+    return r == planned_rounds(cfg) - 1 or (k > 0 and (r + 1) * t // k > r * t // k)
 
 
 def _evaluate(ses: RoundsSession, r: int) -> dict[str, float]:
@@ -257,7 +262,7 @@ def train_round(ses: RoundsSession, r: int) -> tuple[dict, list[dict]]:
     rnd = round_of_samples(ses.cfg, ses.obj, col)
     t0, losses, norms = time.perf_counter(), [], []
     lr = ses.scheduler.get_last_lr()[0]
-    for t in range(ses.cfg.steps_per_round):
+    for t in range(steps_of_round(ses.cfg, r)):
         try:
             loss, gnorm = update_step(ses, col, rnd)
         except NonFiniteError as e:
@@ -313,12 +318,13 @@ def _rounds(
     (``rounds/without_pairs``, warned about once)."""
     cfg = ses.cfg
     first = ses.start // cfg.steps_per_round
-    bar = tqdm(total=cfg.rounds, initial=first, disable=not cfg.progress, desc=cfg.mode)
+    last = planned_rounds(cfg)  # cfg.rounds, fewer when --max-steps ends the run earlier
+    bar = tqdm(total=last, initial=first, disable=not cfg.progress, desc=cfg.mode)
     ses.policy.train()
     record: dict = {}
     pairwise = ses.obj.data != "groups"
     without, warned = (rounds_without_pairs(ses.run_dir, first) if pairwise else 0), False
-    for r in range(first, cfg.rounds):
+    for r in range(first, last):
         try:
             record, gens = train_round(ses, r)
         except UserError as e:  # the reward raised or was not finite: no update with it
@@ -336,7 +342,7 @@ def _rounds(
         setup.log_record(ses.accelerator, ses.run_dir / "metrics.jsonl", record)
         for g in gens:
             runs.append(ses.run_dir / "generations.jsonl", g)
-        if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < cfg.rounds:
+        if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < last:
             _save(ses, r)
         bar.update(1)
         bar.set_postfix(reward=f"{record['reward/mean']:.3g}", loss=f"{record['loss/train']:.3g}")
