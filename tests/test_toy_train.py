@@ -187,5 +187,7 @@ def test_on_policy_bon_far_above_offline_on_r1(bon_final_rewards):
 @pytest.mark.slow
 def test_on_policy_bon_gains_far_less_on_r2(bon_final_rewards):
     r = bon_final_rewards
-    gap_r2 = r["on", "R2"] - r["off", "R2"]  # measured 1.000 vs 0.966
-    assert 0 <= gap_r2 < 0.1 and gap_r2 < (r["on", "R1"] - r["off", "R1"]) / 5
+    # measured 1.000 vs 0.966 on one CPU and 1.000 vs 0.892 on another (AMD EPYC): 1,500 offline
+    # steps on 5 prompts amplify the last bits of float rounding, so the bound leaves room for both
+    gap_r2 = r["on", "R2"] - r["off", "R2"]
+    assert 0 <= gap_r2 < 0.15 and gap_r2 < (r["on", "R1"] - r["off", "R1"]) / 5
