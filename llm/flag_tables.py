@@ -47,13 +47,14 @@ KTO_Z0_NOTE = (
 
 HP_FLAGS = {
     "beta": ("beta", 0.1, {"ipo": "tau", "orpo": "lam"}),
-    "label_smoothing": ("eps", 0.0, {}),
+    "label_smoothing": ("eps", 0.0, {"grpo": None}),
     "discopop_tau": (None, 0.05, {"discopop": "tau"}),
     "desirable_weight": ("lam_d", 1.0, {}),
     "undesirable_weight": ("lam_u", 1.0, {}),
 }
 """TRL's loss hyperparameter flags → (the registry key of every objective that has it, TRL's
-default, {objective: its own key}). TRL's β for IPO is our τ and for ORPO our λ. A flag no
+default, {objective: its own key, or None where the key means something else: grpo's eps is its
+std floor, not label smoothing}). TRL's β for IPO is our τ and for ORPO our λ. A flag no
 chosen objective takes is an error, unless it holds TRL's default (TRL ignores it there too)."""
 
 BOOL_FLAGS = {

@@ -183,7 +183,9 @@ def _hp_items(flag: str, value: str, chosen: list[str], tool: Tool) -> list[tupl
     with contextlib.suppress(ValueError):
         if float(value) == HP_FLAGS[flag][1]:
             return []  # TRL's default, which TRL ignores for these losses too
-    takers = sorted({o for o in HP_FLAGS[flag][2]} | _objectives_with(HP_FLAGS[flag][0]))
+    special = HP_FLAGS[flag][2]  # an objective mapped to None has the key in another meaning
+    takers = {o for o, k in special.items() if k} | _objectives_with(HP_FLAGS[flag][0])
+    takers = sorted(takers - {o for o, k in special.items() if k is None})
     raise UserError(
         f"--{flag} {value}: {', '.join(chosen)} has no such hyperparameter (TRL uses it only for "
         f"{', '.join(takers)}); drop it or choose one of those with --loss_type"
