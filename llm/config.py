@@ -155,7 +155,9 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
         resolved = {
             k: shipped.portable(v) if k in PATH_FIELDS else v
             for k, v in fields.items()
-            if k not in skip and not (k in UNSET_NOT_HASHED and v is None)
+            if k not in skip
+            and not (k in UNSET_NOT_HASHED and v is None)
+            and not (k in NEW_AT_DEFAULT and v == NEW_AT_DEFAULT[k])
         }
         tag = config_hash({**resolved, "resolved_hparams": self.resolved_hparams()})
         mode = "" if self.mode == "pairs" else f"_{self.mode}"
@@ -184,15 +186,20 @@ UNSET_NOT_HASHED = ("eval_data_split", "warmup_ratio", "reward_weights")
 """Optional fields whose None means "as another field" (the eval split: --data-split's; the
 warm-up: --warmup-steps): they enter a run's name hash only when set."""
 
+NEW_AT_DEFAULT = {"pair_ties": "drop"}
+"""Knobs added after runs were named: at their default they stay out of the name hash, so a run
+named before keeps its name (and resumes)."""
+
 PATH_FIELDS = ("data", "eval_data", "prompts")
 """Fields hashed in their portable form (``llm.shipped.portable``: the shipped files by their
 repository-relative names)."""
 
 ROUNDS_FIELDS = (
     "prompts", "reward", "reward_args", "reward_weights", "rounds", "prompts_per_round",
-    "samples_per_prompt", "steps_per_round", "micro_prompts", "pair_threshold", "kl_penalty",
-    "kl_reward", "baseline", "baseline_decay", "offline_fraction", "temperature", "top_k",
-    "top_p", "max_new_tokens", "generations_per_round", "reward_batch_size", "eval_prompts", "mode",
+    "samples_per_prompt", "steps_per_round", "micro_prompts", "pair_threshold", "pair_ties",
+    "kl_penalty", "kl_reward", "baseline", "baseline_decay", "offline_fraction", "temperature",
+    "top_k", "top_p", "max_new_tokens", "generations_per_round", "reward_batch_size",
+    "eval_prompts", "mode",
 )  # fmt: skip
 """Fields of the rounds modes only: a pairs run does not use them, so they are left out of its
 name hash (changing them cannot change its results)."""
