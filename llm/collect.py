@@ -57,7 +57,9 @@ def _cat_sources(off: Samples | None, on: Samples | None, p: int, pad_id: int) -
 @dataclass
 class Collected:
     """A round's samples, rewards (P, N) and log-prob sums/counts (P, N) under the collecting
-    policy and the reference; ``batch`` is the right-padded scoring batch (P·N rows)."""
+    policy and the reference; ``batch`` is the right-padded scoring batch (P·N rows). Without
+    a policy pass (``llm.round_passes``) the policy sums are NaN until the training forward
+    fills them; without a reference pass ``ref_sums_PN`` is None."""
 
     prompt_idx: list[int]
     samples: Samples
@@ -65,7 +67,7 @@ class Collected:
     rewards_PN: Tensor
     offline_PN: Tensor
     policy_sums_PN: Tensor
-    ref_sums_PN: Tensor
+    ref_sums_PN: Tensor | None
     counts_PN: Tensor
     batch: dict[str, Tensor]
     time_generate: float
@@ -89,8 +91,8 @@ def collect(
     sampler: Sampler,
     policy_lm,
     reference_lm,
-    policy_logps: Callable,
-    ref_logps: Callable,
+    policy_logps: Callable | None,
+    ref_logps: Callable | None,
     reward_fn: Callable,
     tokenizer,
     seed: int,
@@ -100,9 +102,10 @@ def collect(
 ) -> Collected:
     """Sample, score and compute log-probs for one round. ``reference_lm`` is a context-manager
     factory yielding the reference LM (the frozen copy, or the LoRA model with adapters off);
-    ``policy_logps``/``ref_logps`` map a scoring batch to (sums, counts). A non-finite reward,
-    or an exception the reward raises, is a ``UserError`` naming the prompt row (and sample),
-    raised before any update (``llm.rewards.score``)."""
+    ``policy_logps``/``ref_logps`` map a scoring batch to (sums, counts), or are None to skip
+    that pass (``llm.round_passes``). A non-finite reward, or an exception the reward raises,
+    is a ``UserError`` naming the prompt row (and sample), raised before any update
+    (``llm.rewards.score``)."""
     p, pad_id = len(prompt_idx), tokenizer.pad_token_id
     ids = [prompts[i].ids for i in prompt_idx]
     t0 = time.perf_counter()
@@ -123,21 +126,27 @@ def collect(
                     prompts_file, context)  # fmt: skip
     parts = parts_of(reward_fn, p, n)
     batch = scoring_batch(ids, n, samples, pad_id)
-    pol_sums, counts = _logps(policy_logps, batch, row_slices)
-    ref_sums, _ = _logps(ref_logps, batch, row_slices)
+    counts = batch["loss_mask"][:, 1:].sum(-1).float()
+    pol_sums = torch.full((p * n,), float("nan"))  # filled by the training forward
+    if policy_logps is not None:
+        pol_sums, counts = _logps(policy_logps, batch, row_slices)
+    ref_sums = None if ref_logps is None else _logps(ref_logps, batch, row_slices)[0].view(p, n)
     offline = rounds.offline_mask(n_offline, (p, n))
     col = Collected(
         list(prompt_idx), samples, texts, rewards, offline, pol_sums.view(p, n),
-        ref_sums.view(p, n), counts.view(p, n), batch, t1 - t0, time.perf_counter() - t1,
+        ref_sums, counts.view(p, n), batch, t1 - t0, time.perf_counter() - t1,
     )  # fmt: skip
     col.reward_parts = parts
     return col
 
 
-def kl_estimate(col: Collected) -> float:
-    """Sampled-sequence estimate of KL(π‖π_ref): the mean of ℓ_π - ℓ_ref over the samples drawn
-    from the policy; in a round without any (round 0, offline mode) the self-normalised
-    importance-weighted mean over the reference's samples (weights π/π_ref)."""
+def kl_estimate(col: Collected) -> float | None:
+    """Sampled-sequence estimate of KL(π‖π_ref) (None without a reference pass): the mean of
+    ℓ_π - ℓ_ref over the samples drawn from the policy; in a round without any (round 0,
+    offline mode) the self-normalised importance-weighted mean over the reference's samples
+    (weights π/π_ref)."""
+    if col.ref_sums_PN is None:
+        return None
     d_PN = col.policy_sums_PN - col.ref_sums_PN
     on = ~col.offline_PN
     if bool(on.any()):

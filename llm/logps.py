@@ -84,14 +84,19 @@ def sequence_logps(
     chunk: int = 128,
     checkpoint_mb: float = 0.0,
 ) -> tuple[Tensor, Tensor]:
-    """(ℓ_B, |y|_B): summed response log-probs (fp32) and response token counts, one forward."""
+    """(ℓ_B, |y|_B): summed response log-probs (fp32) and response token counts, one forward;
+    the head and log-softmax run only on the positions from the first one any row counts
+    (a round's prompt positions cost the backbone only, as TRL's ``logits_to_keep``)."""
     backbone, head = backbone_and_head(model)
     hidden_BTH = backbone(input_ids=input_ids_BT, attention_mask=attention_mask_BT)[0]
+    # the head runs from the first position any row counts (the prompts' are never scored)
+    counted_T = loss_mask_BT[:, 1:].any(0)
+    s = int(counted_T.float().argmax())  # 0 when none counts
     tok_BT = token_logps(
-        hidden_BTH[:, :-1], input_ids_BT[:, 1:], head, model.config, chunk, checkpoint_mb
+        hidden_BTH[:, s:-1], input_ids_BT[:, s + 1 :], head, model.config, chunk, checkpoint_mb
     )
-    mask_BT = loss_mask_BT[:, 1:].to(tok_BT.dtype)
-    return (tok_BT * mask_BT).sum(-1), mask_BT.sum(-1)
+    mask_BT = loss_mask_BT[:, s + 1 :].to(tok_BT.dtype)
+    return (tok_BT * mask_BT).sum(-1), loss_mask_BT[:, 1:].to(tok_BT.dtype).sum(-1)
 
 
 class PolicyLogps(nn.Module):

@@ -7,8 +7,9 @@
 Each round r: draw P prompts; sample N responses per prompt (``rounds.offline_count`` of them
 from the frozen reference — all in round 0 and in offline mode, a fraction in hybrid mode — the
 rest from the current policy); score them; compute their log-probs under the collecting policy
-and the reference (one no-grad pass); fold ``kl_reward``'s estimate into the rewards; build the
-round (``round_of_samples``: the bandit's ``rounds.Round``); then take T = steps_per_round
+and the reference (no-grad passes, each skipped when nothing reads it: ``llm.round_passes``);
+fold ``kl_reward``'s estimate into the rewards; build the round (``round_of_samples``: the
+bandit's ``rounds.Round``); then take T = steps_per_round
 optimiser steps on it, each loss from ``rounds.round_loss`` (the bandit's too: groups get the
 (P, N) log-probs and rewards, pairwise and chosen-only objectives the all-pairs winners/losers)
 plus ``kl_penalty``'s sampled KL (``rounds.sampled_kl``). ORPO's ``nll="all"`` adds a
@@ -35,6 +36,7 @@ summary.png (reward, KL and loss over the steps; ``--no-plot``: none), COMPLETE.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -47,7 +49,7 @@ from tqdm.auto import tqdm
 
 import objectives
 import rounds
-from llm import runs, setup
+from llm import round_passes, runs, setup
 from llm.collect import Collected, collect, draw_prompts, evaluate_policy
 from llm.config import TrainConfig
 from llm.prompts import Prompt, load_prompts
@@ -81,16 +83,35 @@ class RoundsSession:
     policy: object
     optimizer: object
     scheduler: object
-    ref_logps: Callable
+    ref_logps: Callable | None
     reference_lm: Callable
     reward_fn: Callable
     sampler: Sampler
     run_dir: Path
     start: int
     baseline: torch.Tensor | None
+    defer: bool = False  # old log-probs from the training forward (llm.round_passes)
 
 
-def _setup(cfg: TrainConfig, sampler: Sampler | None = None) -> RoundsSession:
+def _reference(cfg: TrainConfig, obj, hp: dict, skip: bool) -> str:
+    """How the run gets π_ref: ``setup.reference_mode``, or none when no pass reads it."""
+    if skip and not round_passes.needs_ref_logps(cfg, obj, hp):
+        return "none"
+    return setup.reference_mode(cfg, obj)
+
+
+def _references(cfg: TrainConfig, acc, policy, ref_model, ref_mode: str):
+    """(π_ref's logps function or None, context manager yielding the LM that samples π_ref).
+    Without a reference, round 0 (the only round sampling π_ref on-policy) samples the policy:
+    it is π_ref until the first update."""
+    if ref_mode != "none":
+        return setup.reference_logps(cfg, acc, policy, ref_model)
+    return None, lambda: contextlib.nullcontext(acc.unwrap_model(policy).model)
+
+
+def _setup(
+    cfg: TrainConfig, sampler: Sampler | None = None, skip_passes: bool = True
+) -> RoundsSession:
     from accelerate.utils import set_seed
 
     obj, hp = objectives.get(cfg.objective), cfg.hparams()
@@ -103,12 +124,12 @@ def _setup(cfg: TrainConfig, sampler: Sampler | None = None) -> RoundsSession:
                               cfg.reward_batch_size, acc.device)  # fmt: skip
     run_dir = setup.run_dir_of(cfg)
     resuming = runs.claim(cfg, run_dir, acc)
-    ref_mode = setup.reference_mode(cfg, obj)
+    ref_mode = _reference(cfg, obj, hp, skip_passes)
     total = planned_updates(cfg)  # --max-steps bounds the updates
     policy, optimizer, scheduler, ref_model, _ = setup.build_trainable(
         cfg, acc, tokenizer, ref_mode, total
     )
-    ref_logps, reference_lm = setup.reference_logps(cfg, acc, policy, ref_model)
+    ref_logps, reference_lm = _references(cfg, acc, policy, ref_model, ref_mode)
     eos = eos_ids(tokenizer, acc.unwrap_model(policy).model)
     sampler = sampler or HFSampler(tokenizer.pad_token_id, eos, cfg.max_new_tokens,
                                    cfg.temperature, cfg.top_k, cfg.top_p)  # fmt: skip
@@ -124,7 +145,7 @@ def _setup(cfg: TrainConfig, sampler: Sampler | None = None) -> RoundsSession:
         truncate_generations(run_dir, state["round"])
     return RoundsSession(cfg, obj, hp, acc, tokenizer, prompts, policy, optimizer, scheduler,
                          ref_logps, reference_lm, reward_fn, sampler, run_dir, start,
-                         baseline)  # fmt: skip
+                         baseline, skip_passes and round_passes.defer_policy_pass(cfg))  # fmt: skip
 
 
 def _row_slices(cfg: TrainConfig) -> list[slice]:
@@ -151,7 +172,8 @@ def _collect_round(ses: RoundsSession, r: int) -> Collected:
     return collect(
         ses.prompts, idx, n, rounds.offline_count(cfg.mode, n, r, cfg.offline_fraction),
         sampler=ses.sampler, policy_lm=lm, reference_lm=ses.reference_lm,
-        policy_logps=_policy_logps(ses), ref_logps=ses.ref_logps, reward_fn=ses.reward_fn,
+        policy_logps=None if ses.defer else _policy_logps(ses), ref_logps=ses.ref_logps,
+        reward_fn=ses.reward_fn,
         tokenizer=ses.tokenizer, seed=cfg.seed, round_index=r, row_slices=_row_slices(cfg),
         prompts_file=cfg.prompts,
     )  # fmt: skip
@@ -159,11 +181,14 @@ def _collect_round(ses: RoundsSession, r: int) -> Collected:
 
 def round_of_samples(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> rounds.Round:
     """The ``rounds.Round`` of collected data, in the objective's log-prob convention (ℓ or ℓ̄),
-    with ``kl_reward``'s KL estimate (on summed log-probs) folded into the rewards."""
+    with ``kl_reward``'s KL estimate (on summed log-probs) folded into the rewards. Without a
+    reference pass the policy's log-probs stand in for π_ref's (nothing reads them then, and
+    the only samples from π_ref, round 0's, are the policy's own)."""
     mean = obj.uses_mean_logps(cfg.hparams())
+    ref_sums = col.policy_sums_PN if col.ref_sums_PN is None else col.ref_sums_PN
     pol = rounds.sequence_logps(col.policy_sums_PN, col.counts_PN, mean)
-    ref = rounds.sequence_logps(col.ref_sums_PN, col.counts_PN, mean)
-    rewards = rounds.kl_shaped(col.rewards_PN, col.policy_sums_PN, col.ref_sums_PN,
+    ref = rounds.sequence_logps(ref_sums, col.counts_PN, mean)
+    rewards = rounds.kl_shaped(col.rewards_PN, col.policy_sums_PN, ref_sums,
                                col.offline_PN, cfg.kl_reward)  # fmt: skip
     return rounds.make_round(rewards, pol, ref, col.offline_PN, cfg.pair_threshold,
                              ties=cfg.pair_ties)  # fmt: skip
@@ -199,6 +224,9 @@ def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[
     for rows in _row_slices(cfg):
         batch = {k: v[rows] for k, v in col.batch.items()}
         sums, counts = fn(batch)
+        if ses.defer:  # the old log-probs: this forward's, detached (llm.round_passes)
+            col.policy_sums_PN.view(-1)[rows] = sums.detach().float().cpu()
+            rnd = round_of_samples(cfg, obj, col)
         mean = obj.uses_mean_logps(ses.hp)
         logps_PN = rounds.sequence_logps(sums, counts, mean).view(-1, n).cpu()
         full_PN = None
@@ -285,14 +313,17 @@ def run(
     *,
     sampler: Sampler | None = None,
     extra_metrics: Callable[[torch.nn.Module, int], dict] | None = None,
+    skip_passes: bool = True,
 ) -> RunResult:
-    """The rounds modes of ``llm.train.run`` (its docstring says what the arguments do)."""
+    """The rounds modes of ``llm.train.run`` (its docstring says what the arguments do).
+    ``skip_passes=False`` builds the reference and runs both no-grad scoring passes even when
+    nothing needs them (``llm.round_passes``; the results are the same)."""
     if cfg.dry_run:
         _, _, report = load_prompts(cfg)
         check_loadable(cfg.reward)
         print(json.dumps({"prompts": report}, indent=1))
         return runs.result_of(cfg, None, {"prompts": report})
-    ses = _setup(cfg, sampler)
+    ses = _setup(cfg, sampler, skip_passes)
     if ses.start == runs.DONE:
         print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
         return runs.result_of(cfg, ses.run_dir, runs.last_record(ses.run_dir), loaded=True)

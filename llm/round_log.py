@@ -72,8 +72,10 @@ def steps_of_round(cfg: TrainConfig, r: int) -> int:
 def round_record(
     cfg: TrainConfig, r: int, col: Collected, rnd: rounds.Round, losses, norms, lr, t_upd
 ) -> dict:
-    """The metrics.jsonl record of round r (keys ``ROUND_KEYS``); rewards before the KL penalty."""
+    """The metrics.jsonl record of round r (keys ``ROUND_KEYS``; ``policy/kl_ref`` only when the
+    run has a reference); rewards before the KL penalty."""
     rew = col.rewards_PN
+    kl = kl_estimate(col)  # None without a reference (llm.round_passes): the key is left out
     return {
         "step": r * cfg.steps_per_round + steps_of_round(cfg, r), "round": r,
         "queries": (r + 1) * cfg.prompts_per_round * cfg.samples_per_prompt,
@@ -81,7 +83,7 @@ def round_record(
         "reward/min": float(rew.min()), "reward/std": float(rew.std(unbiased=False)),
         "response/length_mean": float(col.samples.lengths_B.float().mean()),
         "response/ended": float(col.samples.ended_B.float().mean()),
-        "policy/kl_ref": kl_estimate(col), "pairs/valid": int(rnd.n_valid_pairs),
+        **({} if kl is None else {"policy/kl_ref": kl}), "pairs/valid": int(rnd.n_valid_pairs),
         "loss/train": sum(losses) / len(losses), "grad/norm": sum(norms) / len(norms), "lr": lr,
         "time/generate": col.time_generate, "time/score": col.time_score, "time/update": t_upd,
         **reward_parts(col),
