@@ -143,6 +143,9 @@ def test_dpo_starts_at_log2_and_precomputed_reference_is_cached(files, tmp_path,
     for r_live, r_pre in zip(records(live), records(pre2)):
         for k in r_live:  # ρ = ℓ - ℓ_ref: float32 sums of ~100 token log-probs, scored in
             # batches of another shape for the cache, agree to a few ulps of |ℓ| (~1e-5)
+            margin = r_live.get(k.replace("pairs/accuracy", "margin/implicit"), 1.0)
+            if k.endswith("pairs/accuracy") and abs(margin) < 5e-5:
+                continue  # h = 0 up to rounding (policy = reference): the sign of h is noise
             assert r_live[k] == pytest.approx(r_pre[k], rel=1e-4, abs=5e-5), k
 
 
