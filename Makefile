@@ -62,6 +62,7 @@ bench: $(STAMP)
 bench-llm: $(STAMP)
 	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) -m bench.llm_dpo_speed
+	$(PY) -m bench.llm_grpo_speed --quick
 
 clean:
 	rm -rf $(VENV) runs site .pytest_cache .ruff_cache
