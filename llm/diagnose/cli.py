@@ -220,6 +220,9 @@ def _diagnose(cfg, out_dir, tokenizer, reports, examples, existing, t_start) -> 
     )
     models.disable_dropout(model)
     if cfg.lora:
+        # the adapters' initial A matrices are random: drawn from --seed, so a rerun diagnoses
+        # the same model (unseeded, torch's start seed differs per process and so did results)
+        torch.manual_seed(cfg.seed)
         model = models.add_lora(
             model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_targets
         )
