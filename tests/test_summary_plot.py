@@ -187,7 +187,7 @@ def test_an_llm_pairs_run_draws_loss_rewards_margin_and_accuracy(files, tmp_path
 
 def test_an_llm_rounds_run_draws_reward_kl_and_loss(tmp_path):
     cfg = TrainConfig(
-        mode="on_policy", objective="reinforce", reward="length_min", rounds=2,
+        mode="on_policy", objective="reinforce", kl_penalty=0.1, reward="length_min", rounds=2,
         prompts_per_round=2, samples_per_prompt=2, steps_per_round=1, max_new_tokens=4,
         max_len=140, max_prompt_len=110, lr=1e-2, eval_prompts=2, eval_every=1,
         out_dir=str(tmp_path / "runs"), cache_dir=str(tmp_path / "cache"), progress=False,
@@ -198,6 +198,7 @@ def test_an_llm_rounds_run_draws_reward_kl_and_loss(tmp_path):
     titles = ["reward", "KL(π ‖ π_ref)", "loss"]
     check_llm_summary(run_dir, titles, (range(1100, 1400), range(300, 450)))
     records = [json.loads(x) for x in open(run_dir / "metrics.jsonl")]
+    # KL is logged when π_ref is scored (here for the KL penalty)
     assert [r["step"] for r in records] == [1, 2] and all("policy/kl_ref" in r for r in records)
 
 
