@@ -62,6 +62,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from llm import shipped
 from llm.diagnose.config import TABLE_NAMES, DiagnoseConfig, validate
 from llm.diagnose.gradients import rejected_prompt, select_params
 from llm.diagnose.pairs import diagnose_pairs
@@ -241,7 +242,8 @@ def _diagnose(cfg, out_dir, tokenizer, reports, examples, existing, t_start) -> 
     summary = summarize(df, cfg.risk(), cfg.top, texts)
     seconds = time.perf_counter() - t_start
     meta = {
-        "config": dataclasses.asdict(cfg),
+        # the shipped data by its repository name (data/...), not this machine's absolute path
+        "config": {k: shipped.portable(v) for k, v in dataclasses.asdict(cfg).items()},
         "resolved_hparams": hparams,
         "param_set": cfg.param_set(),
         "n_params": int(sum(p.numel() for p in params)),
