@@ -130,6 +130,7 @@ def _short(value: object, n: int = 40) -> str:
 
 def _check_resumable(run_dir: Path, cfg) -> None:
     """Refuse to resume ``run_dir`` with a config whose results would differ."""
+    missing = object()
     path = run_dir / "config.json"
     if not path.exists():
         if is_complete(run_dir):
@@ -145,7 +146,8 @@ def _check_resumable(run_dir: Path, cfg) -> None:
             f"cannot resume {run_dir}: config.json is unreadable ({e}); pass --overwrite"
         ) from None
     current = json.loads(json.dumps(result_config(cfg), default=str))
-    missing = object()
+    # a knob new at its default is absent from ``current``; older runs never stored it
+    stored = {k: v for k, v in stored.items() if NEW_AT_DEFAULT.get(k, missing) != v}
     differ = [
         k
         for k in sorted(set(current) | (set(stored) - set(NOT_RESULTS) - {"run_name"}))
