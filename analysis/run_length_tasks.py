@@ -152,6 +152,7 @@ def run_method(
         max_new_tokens=sweep.max_new_tokens, lr=sweep.lr, lr_scheduler="constant_with_warmup",
         seed=seed, lora=lora, name=f"{task}_{key}_s{seed}", out_dir=str(out_dir), overwrite=True,
         progress=False, save_final=False, generations_per_round=0, eval_data=None,
+        ref="adapter" if lora else "copy",  # built even where no loss reads it: the KL is plotted
     )  # fmt: skip
     final: list = []
 

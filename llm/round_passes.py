@@ -12,7 +12,8 @@ when nothing reads it, and a skipped pass changes no loss, gradient or metric va
   ``none``): round 0's samples, which come from π_ref, are drawn from the policy, which is π_ref
   until the first update (same weights, same seed: the same samples), and their reference
   log-probs are the policy's. ``policy/kl_ref`` is then left out of metrics.jsonl (there is
-  no reference to compare with).
+  no reference to compare with); ``--ref copy`` (or ``adapter`` with LoRA) builds the reference
+  anyway, for that metric.
 - **Policy** (``defer_policy_pass``): with one optimiser step per round and no ``kl_reward``
   (which folds the old log-probs into the rewards before any loss), the old log-probs are the
   current policy's, detached, so they are taken from the training forward itself (each
@@ -41,8 +42,13 @@ def objective_reads_ref(obj: objectives.Objective, hp: dict) -> bool:
 def needs_ref_logps(cfg: TrainConfig, obj: objectives.Objective, hp: dict) -> bool:
     """Whether the rounds need π_ref's log-probs (and so a reference model): see the module
     docstring."""
+    asked = cfg.ref != "auto"  # a reference strategy named explicitly: built, and its KL logged
     return bool(
-        cfg.kl_penalty or cfg.kl_reward or cfg.mode != "on_policy" or objective_reads_ref(obj, hp)
+        asked
+        or cfg.kl_penalty
+        or cfg.kl_reward
+        or cfg.mode != "on_policy"
+        or objective_reads_ref(obj, hp)
     )
 
 
