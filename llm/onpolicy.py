@@ -119,6 +119,12 @@ def _setup(
     if acc.num_processes > 1:
         raise UserError(f"--mode {cfg.mode} runs in one process for now (got {acc.num_processes})")
     set_seed(cfg.seed)
+    if cfg.objective in ("grpo", "rloo") and acc.is_main_process:  # TRL's token-level forms
+        print(
+            f"[llm] note: {cfg.objective} runs on sequence log-probs here (its T = 1 form); TRL's"
+            " per-token aggregation needs per-token log-probs, not passed yet",
+            file=sys.stderr,
+        )
     tokenizer, prompts, report = load_prompts(cfg)
     reward_fn = build_rewards(cfg.reward, cfg.reward_args, cfg.reward_weights,
                               cfg.reward_batch_size, acc.device)  # fmt: skip
