@@ -23,6 +23,7 @@ from llm.prompts import Prompt
 from llm.reward_fns import parts_of, trl_context
 from llm.rewards import score
 from llm.sampling import Sampler, Samples, scoring_batch
+from llm.shards import shard_seed
 
 
 def round_seed(seed: int, round_index: int, source: int = 0) -> int:
@@ -54,12 +55,30 @@ def _cat_sources(off: Samples | None, on: Samples | None, p: int, pad_id: int) -
                    field("ended_B", 0))  # fmt: skip
 
 
+def _cat_rows(parts: list[Samples], pad_id: int) -> Samples:
+    """Samples of consecutive prompt shards as one (B, T) batch, right-padded to the widest."""
+    if len(parts) == 1:
+        return parts[0]
+    width = max(s.tokens_BT.shape[1] for s in parts)
+
+    def cat(name: str, fill: int) -> Tensor:
+        xs = [getattr(s, name) for s in parts]
+        if xs[0].dim() == 2:
+            xs = [torch.nn.functional.pad(x, (0, width - x.shape[1]), value=fill) for x in xs]
+        return torch.cat(xs)
+
+    return Samples(cat("tokens_BT", pad_id), cat("mask_BT", 0), cat("lengths_B", 0),
+                   cat("ended_B", 0))  # fmt: skip
+
+
 @dataclass
 class Collected:
     """A round's samples, rewards (P, N) and log-prob sums/counts (P, N) under the collecting
     policy and the reference; ``batch`` is the right-padded scoring batch (P·N rows). Without
     a policy pass (``llm.round_passes``) the policy sums are NaN until the training forward
-    fills them; without a reference pass ``ref_sums_PN`` is None."""
+    fills them; without a reference pass ``ref_sums_PN`` is None. On several processes
+    (``llm.shards``) everything is the whole round's except ``samples`` and ``batch``, the token
+    rows of this process's prompts ``block`` (positions in the round's P)."""
 
     prompt_idx: list[int]
     samples: Samples
@@ -72,14 +91,28 @@ class Collected:
     batch: dict[str, Tensor]
     time_generate: float
     time_score: float
+    lengths_B: Tensor
+    """Response tokens without EOS of every sample (P·N)."""
+    ended_B: Tensor
+    """Whether each sample ended with EOS (P·N)."""
+    block: slice
     reward_parts: dict[str, Tensor] = field(default_factory=dict)
     """Each reward's values (P, N) when there are several (``llm.reward_fns``)."""
+    policy_tok: Tensor | None = None
+    ref_tok: Tensor | None = None
+    """Per-token log-probs (rows of ``batch``, its width - 1) of the collecting policy and the
+    reference, when the passes are per token (``llm.round_step.TOKEN_LEVEL``)."""
 
 
 @torch.no_grad()
-def _logps(fn: Callable, batch: dict, rows: Sequence[slice]) -> tuple[Tensor, Tensor]:
-    sums, counts = zip(*(fn({k: v[r] for k, v in batch.items()}) for r in rows))
-    return torch.cat(sums).float().cpu(), torch.cat(counts).float().cpu()
+def _logps(fn: Callable, batch: dict, rows: Sequence[slice]) -> tuple[Tensor, Tensor, Tensor]:
+    """(sums, counts, per-token log-probs or None) of a no-grad pass over the batch's rows; a
+    per-token ``fn`` (``llm.logps.per_token_logps``: log-probs and mask) is summed."""
+    a, b = zip(*(fn({k: v[r] for k, v in batch.items()}) for r in rows))
+    a, b = torch.cat(a).float().cpu(), torch.cat(b).float().cpu()
+    if a.dim() == 2:
+        return a.sum(-1), b.sum(-1), a
+    return a, b, None
 
 
 def collect(
@@ -99,23 +132,33 @@ def collect(
     round_index: int,
     row_slices: Sequence[slice],
     prompts_file: str,
+    shards: Sequence[int] = (0,),
+    block: slice | None = None,
 ) -> Collected:
     """Sample, score and compute log-probs for one round. ``reference_lm`` is a context-manager
     factory yielding the reference LM (the frozen copy, or the LoRA model with adapters off);
     ``policy_logps``/``ref_logps`` map a scoring batch to (sums, counts), or are None to skip
-    that pass (``llm.round_passes``). A non-finite reward, or an exception the reward raises,
-    is a ``UserError`` naming the prompt row (and sample), raised before any update
-    (``llm.rewards.score``)."""
+    that pass (``llm.round_passes``). The prompts are sampled in ``len(shards)`` equal shards,
+    each one draw per source seeded with the shard's index (``llm.shards``); ``block``: their
+    positions in the round (default: all of it). A non-finite reward, or an exception the
+    reward raises, is a ``UserError`` naming the prompt row (and sample), raised before any
+    update (``llm.rewards.score``)."""
     p, pad_id = len(prompt_idx), tokenizer.pad_token_id
     ids = [prompts[i].ids for i in prompt_idx]
     t0 = time.perf_counter()
-    off = on = None
-    if n_offline:
-        with reference_lm() as ref_lm:
-            off = sampler.sample(ref_lm, ids, n_offline, round_seed(seed, round_index, 1))
-    if n_offline < n:
-        on = sampler.sample(policy_lm, ids, n - n_offline, round_seed(seed, round_index, 2))
-    samples = _cat_sources(off, on, p, pad_id)
+    per, parts = p // len(shards), []
+    for j, shard in enumerate(shards):
+        ids_j = ids[j * per : (j + 1) * per]
+        off = on = None
+        if n_offline:
+            with reference_lm() as ref_lm:
+                s1 = shard_seed(round_seed(seed, round_index, 1), shard)
+                off = sampler.sample(ref_lm, ids_j, n_offline, s1)
+        if n_offline < n:
+            s2 = shard_seed(round_seed(seed, round_index, 2), shard)
+            on = sampler.sample(policy_lm, ids_j, n - n_offline, s2)
+        parts.append(_cat_sources(off, on, per, pad_id))
+    samples = _cat_rows(parts, pad_id)
     t1 = time.perf_counter()
     texts = tokenizer.batch_decode(samples.tokens_BT, skip_special_tokens=True)
     token_ids = [row[m.bool()].tolist() for row, m in zip(samples.tokens_BT, samples.mask_BT)]
@@ -128,15 +171,19 @@ def collect(
     batch = scoring_batch(ids, n, samples, pad_id)
     counts = batch["loss_mask"][:, 1:].sum(-1).float()
     pol_sums = torch.full((p * n,), float("nan"))  # filled by the training forward
+    pol_tok = ref_sums = ref_tok = None
     if policy_logps is not None:
-        pol_sums, counts = _logps(policy_logps, batch, row_slices)
-    ref_sums = None if ref_logps is None else _logps(ref_logps, batch, row_slices)[0].view(p, n)
+        pol_sums, counts, pol_tok = _logps(policy_logps, batch, row_slices)
+    if ref_logps is not None:
+        ref_sums, _, ref_tok = _logps(ref_logps, batch, row_slices)
+        ref_sums = ref_sums.view(p, n)
     offline = rounds.offline_mask(n_offline, (p, n))
     col = Collected(
         list(prompt_idx), samples, texts, rewards, offline, pol_sums.view(p, n),
         ref_sums, counts.view(p, n), batch, t1 - t0, time.perf_counter() - t1,
+        samples.lengths_B, samples.ended_B, slice(0, p) if block is None else block,
     )  # fmt: skip
-    col.reward_parts = parts
+    col.reward_parts, col.policy_tok, col.ref_tok = parts, pol_tok, ref_tok
     return col
 
 

@@ -115,9 +115,15 @@ class TrainConfig(RunOptions, RoundOptions, LoraOptions, DataOptions, ModelOptio
     """With several --reward: one weight each (TRL's reward_weights); None: all 1."""
     micro_prompts: int = 0
     """Prompts (with all their N samples) per forward/backward micro-batch within a step; the
-    gradients are accumulated, so the step equals one full batch. 0: all P at once."""
+    gradients are accumulated, so the step equals one full batch. 0: all P at once (with
+    several processes: all of a process's P/W)."""
+    sample_shards: int = 0
+    """Sample a round's P prompts in this many equal shards, each one generate call seeded by
+    (seed, round, shard) (llm.shards); the samples depend on it, not on the process count.
+    0: one shard per process (W processes then equal one process with --sample-shards W)."""
     temperature: float = 1.0
-    """Sampling temperature (log-probs are always the model's own, temperature 1)."""
+    """Sampling temperature. Log-probs are the model's own (temperature 1), except for grpo and
+    rloo, whose log-probs are at this temperature (TRL's online trainers)."""
     top_k: int = 0
     """Sample among the k most likely tokens; 0: no top-k."""
     top_p: float = 1.0
@@ -186,7 +192,7 @@ UNSET_NOT_HASHED = ("eval_data_split", "warmup_ratio", "reward_weights")
 """Optional fields whose None means "as another field" (the eval split: --data-split's; the
 warm-up: --warmup-steps): they enter a run's name hash only when set."""
 
-NEW_AT_DEFAULT = {"pair_ties": "drop"}
+NEW_AT_DEFAULT = {"pair_ties": "drop", "sample_shards": 0}
 """Knobs added after runs were named: at their default they stay out of the name hash, so a run
 named before keeps its name (and resumes)."""
 
@@ -196,7 +202,8 @@ repository-relative names)."""
 
 ROUNDS_FIELDS = (
     "prompts", "reward", "reward_args", "reward_weights", "rounds", "prompts_per_round",
-    "samples_per_prompt", "steps_per_round", "micro_prompts", "pair_threshold", "pair_ties",
+    "samples_per_prompt", "steps_per_round", "micro_prompts", "sample_shards", "pair_threshold",
+    "pair_ties",
     "kl_penalty", "kl_reward", "baseline", "baseline_decay", "offline_fraction", "temperature",
     "top_k", "top_p", "max_new_tokens", "generations_per_round", "reward_batch_size",
     "eval_prompts", "mode",
@@ -338,8 +345,14 @@ def validate_rounds(c: TrainConfig) -> None:
     _require(c.reward_batch_size >= 1, "reward_batch_size", "must be at least 1")
     n = c.samples_per_prompt
     _require(n >= 2, "samples_per_prompt", f"must be at least 2, got {n}")
-    for name in ("micro_prompts", "generations_per_round", "top_k", "eval_prompts"):
+    for name in ("micro_prompts", "sample_shards", "generations_per_round", "top_k",
+                 "eval_prompts"):  # fmt: skip
         _require(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
+    _require(
+        c.prompts_per_round % (c.sample_shards or 1) == 0,
+        "sample_shards",
+        f"{c.sample_shards} does not divide prompts_per_round={c.prompts_per_round}",
+    )
     for name in ("pair_threshold", "kl_penalty", "kl_reward"):
         _require(getattr(c, name) >= 0, name, f"must be non-negative, got {getattr(c, name)}")
     _require(0 <= c.offline_fraction <= 1, "offline_fraction", "must be in [0, 1]")

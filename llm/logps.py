@@ -42,13 +42,20 @@ def logit_transform(config) -> tuple[float, float]:
 
 
 def _chunk_token_logps(
-    hidden_BCH: Tensor, targets_BC: Tensor, head: nn.Module, scale: float, cap: float
+    hidden_BCH: Tensor,
+    targets_BC: Tensor,
+    head: nn.Module,
+    scale: float,
+    cap: float,
+    temperature: float = 1.0,
 ) -> Tensor:
     logits_BCV = head(hidden_BCH).float()
     if scale != 1.0:
         logits_BCV = logits_BCV * scale
     if cap:
         logits_BCV = torch.tanh(logits_BCV / cap) * cap
+    if temperature != 1.0:  # the sampling distribution's (TRL's online trainers)
+        logits_BCV = logits_BCV / temperature
     picked_BC = logits_BCV.gather(-1, targets_BC.unsqueeze(-1)).squeeze(-1)
     return picked_BC - torch.logsumexp(logits_BCV, dim=-1)
 
@@ -60,15 +67,17 @@ def token_logps(
     config=None,
     chunk: int = 128,
     checkpoint_mb: float = 0.0,
+    temperature: float = 1.0,
 ) -> Tensor:
-    """log softmax(head(h_t))[target_t] for every position, fp32, shape (B, T)."""
+    """log softmax(head(h_t) / temperature)[target_t] for every position, fp32, shape (B, T)."""
     scale, cap = logit_transform(config)
     b, t = targets_BT.shape
     logits_mb = b * t * head.weight.shape[0] * 4 / 2**20
     recompute = torch.is_grad_enabled() and logits_mb > checkpoint_mb
     out = []
     for s in range(0, hidden_BTH.shape[1], chunk):
-        args = (hidden_BTH[:, s : s + chunk], targets_BT[:, s : s + chunk], head, scale, cap)
+        args = (hidden_BTH[:, s : s + chunk], targets_BT[:, s : s + chunk], head, scale, cap,
+                temperature)  # fmt: skip
         if recompute:
             out.append(checkpoint(_chunk_token_logps, *args, use_reentrant=False))
         else:
@@ -87,21 +96,51 @@ def sequence_logps(
     """(ℓ_B, |y|_B): summed response log-probs (fp32) and response token counts, one forward;
     the head and log-softmax run only on the positions from the first one any row counts
     (a round's prompt positions cost the backbone only, as TRL's ``logits_to_keep``)."""
-    backbone, head = backbone_and_head(model)
-    hidden_BTH = backbone(input_ids=input_ids_BT, attention_mask=attention_mask_BT)[0]
-    # the head runs from the first position any row counts (the prompts' are never scored)
-    counted_T = loss_mask_BT[:, 1:].any(0)
-    s = int(counted_T.float().argmax())  # 0 when none counts
-    tok_BT = token_logps(
-        hidden_BTH[:, s:-1], input_ids_BT[:, s + 1 :], head, model.config, chunk, checkpoint_mb
+    s, tok_BT = _response_token_logps(
+        model, input_ids_BT, attention_mask_BT, loss_mask_BT, chunk, checkpoint_mb
     )
     mask_BT = loss_mask_BT[:, s + 1 :].to(tok_BT.dtype)
     return (tok_BT * mask_BT).sum(-1), loss_mask_BT[:, 1:].to(tok_BT.dtype).sum(-1)
 
 
+def _response_token_logps(
+    model, input_ids_BT, attention_mask_BT, loss_mask_BT, chunk, checkpoint_mb, temperature=1.0
+) -> tuple[int, Tensor]:
+    """(s, log-probs of the tokens at positions s+1…T-1): one backbone forward, the head and
+    log-softmax only from the first position any row counts (the prompts' are never scored)."""
+    backbone, head = backbone_and_head(model)
+    hidden_BTH = backbone(input_ids=input_ids_BT, attention_mask=attention_mask_BT)[0]
+    counted_T = loss_mask_BT[:, 1:].any(0)
+    s = int(counted_T.float().argmax())  # 0 when none counts
+    return s, token_logps(hidden_BTH[:, s:-1], input_ids_BT[:, s + 1 :], head, model.config,
+                          chunk, checkpoint_mb, temperature)  # fmt: skip
+
+
+def per_token_logps(
+    model: nn.Module,
+    input_ids_BT: Tensor,
+    attention_mask_BT: Tensor,
+    loss_mask_BT: Tensor,
+    chunk: int = 128,
+    checkpoint_mb: float = 0.0,
+    temperature: float = 1.0,
+) -> tuple[Tensor, Tensor]:
+    """(log-probs (B, T-1) of tokens 2…T at ``temperature``, 0 where not counted; their mask
+    (B, T-1), the loss mask shifted): the per-token form of ``sequence_logps`` (TRL's online
+    trainers' per-token losses). The width is the batch's, whatever the rows count, so passes
+    over the same rows line up."""
+    s, tok_BT = _response_token_logps(
+        model, input_ids_BT, attention_mask_BT, loss_mask_BT, chunk, checkpoint_mb, temperature
+    )
+    mask_BT = loss_mask_BT[:, 1:].to(tok_BT.dtype)
+    return torch.nn.functional.pad(tok_BT, (s, 0)) * mask_BT, mask_BT
+
+
 class PolicyLogps(nn.Module):
     """Wraps a causal LM so that ``accelerate`` (DDP/FSDP) sees one forward returning
-    (ℓ_B, |y|_B). ``disable_adapter=True`` runs the PEFT base model (the LoRA reference)."""
+    (ℓ_B, |y|_B), or with ``temperature`` given the per-token (log-probs, mask)
+    (``per_token_logps``). ``disable_adapter=True`` runs the PEFT base model (the LoRA
+    reference)."""
 
     def __init__(self, model: nn.Module, chunk: int = 128, checkpoint_mb: float = 0.0):
         super().__init__()
@@ -115,9 +154,13 @@ class PolicyLogps(nn.Module):
         attention_mask: Tensor,
         loss_mask: Tensor,
         disable_adapter: bool = False,
+        temperature: float | None = None,
     ) -> tuple[Tensor, Tensor]:
         ctx = self.model.disable_adapter() if disable_adapter else nullcontext()
         with ctx:
+            if temperature is not None:
+                return per_token_logps(self.model, input_ids, attention_mask, loss_mask,
+                                       self.chunk, self.checkpoint_mb, temperature)  # fmt: skip
             return sequence_logps(
                 self.model, input_ids, attention_mask, loss_mask, self.chunk, self.checkpoint_mb
             )

@@ -16,9 +16,17 @@ plus ``kl_penalty``'s sampled KL (``rounds.sampled_kl``). ORPO's ``nll="all"`` a
 second forward of each micro-batch's sample rows with every token after the first counted
 (``full_logps``), whose winners give ``chosen_full_logps``; KTO's ``z0="mismatched"`` is
 refused when the config is validated (a round's pairs are within one prompt's samples). Each
-step is a full-batch step over all P prompts: with ``micro_prompts`` the prompts are split into
-micro-batches (each keeps its N samples) whose gradients are accumulated, which equals the full
-batch.
+step is a full-batch step over all P prompts (``llm.round_step``): micro-batches of
+``micro_prompts`` accumulated, and processes summed, equal the full batch. ``grpo`` and
+``rloo`` (TRL's online trainers) train on per-token log-probs at the sampling temperature,
+every other objective on sequence log-probs at temperature 1 (``llm.round_step``).
+
+Several processes (``accelerate launch``, ``llm.shards``): each samples, scores and takes the
+gradient of its own block of P/W prompts; the round's rewards, log-prob sums and texts are
+gathered, so the objective sees whole groups and pairs and every process logs the same
+numbers (the main one writes them). The samples depend on ``--sample-shards`` (default: one
+shard per process), not on the process count: W processes equal one process with
+``--sample-shards W``.
 
 Guarantees (as the pairs mode): the config is validated when parsed; the prompts file is read,
 checked and tokenised before the model loads; the run directory is claimed (never overwritten
@@ -41,18 +49,16 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
 import objectives
 import rounds
-from llm import round_passes, runs, setup
+from llm import round_passes, runs, setup, shards
 from llm.collect import Collected, collect, draw_prompts, evaluate_policy
 from llm.config import TrainConfig
-from llm.prompts import Prompt, load_prompts
+from llm.prompts import load_prompts
 from llm.reward_fns import build_rewards
 from llm.rewards import check_loadable
 from llm.round_log import (
@@ -68,29 +74,18 @@ from llm.round_log import (
     truncate_generations,
     warn_without_pairs,
 )
+from llm.round_step import (  # noqa: F401 (kl_penalty_part, full_logps, round_of_samples: API)
+    RoundsSession,
+    full_logps,
+    kl_penalty_part,
+    policy_logps,
+    round_of_samples,
+    row_slices,
+    token_level,
+    update_step,
+)
 from llm.sampling import HFSampler, Sampler, eos_ids
 from runio import NonFiniteError, RunResult, UserError, tracking
-
-
-@dataclass
-class RoundsSession:
-    cfg: TrainConfig
-    obj: objectives.Objective
-    hp: dict
-    accelerator: object
-    tokenizer: object
-    prompts: list[Prompt]
-    policy: object
-    optimizer: object
-    scheduler: object
-    ref_logps: Callable | None
-    reference_lm: Callable
-    reward_fn: Callable
-    sampler: Sampler
-    run_dir: Path
-    start: int
-    baseline: torch.Tensor | None
-    defer: bool = False  # old log-probs from the training forward (llm.round_passes)
 
 
 def _reference(cfg: TrainConfig, obj, hp: dict, skip: bool) -> str:
@@ -105,7 +100,8 @@ def _references(cfg: TrainConfig, acc, policy, ref_model, ref_mode: str):
     Without a reference, round 0 (the only round sampling π_ref on-policy) samples the policy:
     it is π_ref until the first update."""
     if ref_mode != "none":
-        return setup.reference_logps(cfg, acc, policy, ref_model)
+        temperature = cfg.temperature if token_level(cfg) else None
+        return setup.reference_logps(cfg, acc, policy, ref_model, temperature=temperature)
     return None, lambda: contextlib.nullcontext(acc.unwrap_model(policy).model)
 
 
@@ -116,15 +112,11 @@ def _setup(
 
     obj, hp = objectives.get(cfg.objective), cfg.hparams()
     acc = setup.accelerator(cfg)
-    if acc.num_processes > 1:
-        raise UserError(f"--mode {cfg.mode} runs in one process for now (got {acc.num_processes})")
+    split = shards.plan(cfg.prompts_per_round, cfg.sample_shards, acc.num_processes,
+                        acc.process_index)  # fmt: skip
+    if obj.batch_coupled and acc.num_processes > 1:
+        raise UserError(f"{cfg.objective!r} is batch-coupled: its rounds need one process")
     set_seed(cfg.seed)
-    if cfg.objective in ("grpo", "rloo") and acc.is_main_process:  # TRL's token-level forms
-        print(
-            f"[llm] note: {cfg.objective} runs on sequence log-probs here (its T = 1 form); TRL's"
-            " per-token aggregation needs per-token log-probs, not passed yet",
-            file=sys.stderr,
-        )
     tokenizer, prompts, report = load_prompts(cfg)
     reward_fn = build_rewards(cfg.reward, cfg.reward_args, cfg.reward_weights,
                               cfg.reward_batch_size, acc.device)  # fmt: skip
@@ -139,7 +131,8 @@ def _setup(
     eos = eos_ids(tokenizer, acc.unwrap_model(policy).model)
     sampler = sampler or HFSampler(tokenizer.pad_token_id, eos, cfg.max_new_tokens,
                                    cfg.temperature, cfg.top_k, cfg.top_p)  # fmt: skip
-    meta = setup.run_meta(cfg, ref_mode, total, data={"prompts": report})
+    meta = setup.run_meta(cfg, ref_mode, total, data={"prompts": report},
+                          processes=acc.num_processes, sample_shards=split.count)  # fmt: skip
     start = runs.start_run(cfg, run_dir, meta, acc, scheduler, resuming)
     baseline = None
     if cfg.baseline == "running" and "baseline" in obj.optional_inputs:
@@ -148,112 +141,32 @@ def _setup(
         state = load_round_state(run_dir, start)
         if baseline is not None:
             baseline = torch.tensor(state["baseline"])
-        truncate_generations(run_dir, state["round"])
+        if acc.is_main_process:
+            truncate_generations(run_dir, state["round"])
+        acc.wait_for_everyone()
     return RoundsSession(cfg, obj, hp, acc, tokenizer, prompts, policy, optimizer, scheduler,
                          ref_logps, reference_lm, reward_fn, sampler, run_dir, start,
-                         baseline, skip_passes and round_passes.defer_policy_pass(cfg))  # fmt: skip
-
-
-def _row_slices(cfg: TrainConfig) -> list[slice]:
-    """Rows of the scoring batch per micro-batch of prompts (each prompt's N rows together)."""
-    p, n = cfg.prompts_per_round, cfg.samples_per_prompt
-    mp = cfg.micro_prompts or p
-    return [slice(a * n, min(a + mp, p) * n) for a in range(0, p, mp)]
-
-
-def _policy_logps(ses: RoundsSession):
-    def fn(b):
-        b = {k: v.to(ses.accelerator.device) for k, v in b.items()}
-        with ses.accelerator.autocast():
-            return ses.policy(b["input_ids"], b["attention_mask"], b["loss_mask"])
-
-    return fn
+                         baseline, skip_passes and round_passes.defer_policy_pass(cfg),
+                         split)  # fmt: skip
 
 
 def _collect_round(ses: RoundsSession, r: int) -> Collected:
-    cfg = ses.cfg
+    """This process's share of round r collected (``llm.shards``), then gathered whole; a
+    reward error in any process is raised in every one."""
+    cfg, acc, split = ses.cfg, ses.accelerator, ses.shards
     n = cfg.samples_per_prompt
     idx = draw_prompts(len(ses.prompts), cfg.prompts_per_round, cfg.seed, r).tolist()
-    lm = ses.accelerator.unwrap_model(ses.policy).model
-    return collect(
-        ses.prompts, idx, n, rounds.offline_count(cfg.mode, n, r, cfg.offline_fraction),
+    lm = acc.unwrap_model(ses.policy).model
+    mine = idx[split.block]
+    col = shards.agree(acc, lambda: collect(
+        ses.prompts, mine, n, rounds.offline_count(cfg.mode, n, r, cfg.offline_fraction),
         sampler=ses.sampler, policy_lm=lm, reference_lm=ses.reference_lm,
-        policy_logps=None if ses.defer else _policy_logps(ses), ref_logps=ses.ref_logps,
-        reward_fn=ses.reward_fn,
-        tokenizer=ses.tokenizer, seed=cfg.seed, round_index=r, row_slices=_row_slices(cfg),
-        prompts_file=cfg.prompts,
-    )  # fmt: skip
-
-
-def round_of_samples(cfg: TrainConfig, obj: objectives.Objective, col: Collected) -> rounds.Round:
-    """The ``rounds.Round`` of collected data, in the objective's log-prob convention (ℓ or ℓ̄),
-    with ``kl_reward``'s KL estimate (on summed log-probs) folded into the rewards. Without a
-    reference pass the policy's log-probs stand in for π_ref's (nothing reads them then, and
-    the only samples from π_ref, round 0's, are the policy's own)."""
-    mean = obj.uses_mean_logps(cfg.hparams())
-    ref_sums = col.policy_sums_PN if col.ref_sums_PN is None else col.ref_sums_PN
-    pol = rounds.sequence_logps(col.policy_sums_PN, col.counts_PN, mean)
-    ref = rounds.sequence_logps(ref_sums, col.counts_PN, mean)
-    rewards = rounds.kl_shaped(col.rewards_PN, col.policy_sums_PN, ref_sums,
-                               col.offline_PN, cfg.kl_reward)  # fmt: skip
-    return rounds.make_round(rewards, pol, ref, col.offline_PN, cfg.pair_threshold,
-                             ties=cfg.pair_ties)  # fmt: skip
-
-
-def kl_penalty_part(cfg: TrainConfig, col: Collected, sums: torch.Tensor, rows: slice):
-    """A micro-batch's share of ``kl_penalty`` · KL(π_θ‖π_ref), estimated from the round's
-    samples (``rounds.sampled_kl`` on summed log-probs; the shares add up to the mean over
-    the round's P·N samples)."""
-    old = torch.where(col.offline_PN, col.ref_sums_PN, col.policy_sums_PN).flatten()[rows]
-    ref = col.ref_sums_PN.flatten()[rows]
-    terms = rounds.sampled_kl(sums.float().cpu(), old, ref)
-    return cfg.kl_penalty * terms.sum() / col.rewards_PN.numel()
-
-
-def full_logps(fn: Callable, batch: dict) -> torch.Tensor:
-    """Each row's mean log-prob over every token after the first, prompt and response (ORPO's
-    ``nll="all"``, as ``llm.step.batch_loss``): a second forward of the right-padded rows with
-    the attention mask as the loss mask. Every sample row is scored (the winners are picked
-    from them by the round's pairs); it carries the gradient."""
-    att = batch["attention_mask"]
-    sums, counts = fn({"input_ids": batch["input_ids"], "attention_mask": att, "loss_mask": att})
-    return sums / counts.clamp(min=1)
-
-
-def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[float, float]:
-    """One full-batch optimiser step on the round's data (micro-batches accumulated). Returns
-    (loss, grad norm); raises ``NonFiniteError`` before the update when either is not finite."""
-    cfg, acc, obj = ses.cfg, ses.accelerator, ses.obj
-    n = cfg.samples_per_prompt
-    denom = rounds.loss_denominator(obj.data, rnd)
-    fn, total = _policy_logps(ses), 0.0
-    for rows in _row_slices(cfg):
-        batch = {k: v[rows] for k, v in col.batch.items()}
-        sums, counts = fn(batch)
-        if ses.defer:  # the old log-probs: this forward's, detached (llm.round_passes)
-            col.policy_sums_PN.view(-1)[rows] = sums.detach().float().cpu()
-            rnd = round_of_samples(cfg, obj, col)
-        mean = obj.uses_mean_logps(ses.hp)
-        logps_PN = rounds.sequence_logps(sums, counts, mean).view(-1, n).cpu()
-        full_PN = None
-        if "chosen_full_logps" in obj.required_inputs(ses.hp):
-            full_PN = full_logps(fn, batch).view(-1, n).cpu()
-        sub = rnd.subset(slice(rows.start // n, rows.stop // n))
-        part = rounds.round_loss(obj, ses.hp, logps_PN, sub, ses.baseline, full_logps_PN=full_PN,
-                                 denom=denom)  # fmt: skip
-        if cfg.kl_penalty:
-            part = part + kl_penalty_part(cfg, col, sums, rows)
-        acc.backward(part)
-        total += float(part.detach())
-    norm = cfg.max_grad_norm if cfg.max_grad_norm > 0 else float("inf")
-    gnorm = float(acc.clip_grad_norm_(ses.policy.parameters(), norm))
-    if not (torch.isfinite(torch.tensor([total, gnorm])).all()):
-        ses.optimizer.zero_grad(set_to_none=True)
-        raise NonFiniteError(f"non-finite loss/train = {total} or grad/norm = {gnorm}")
-    ses.optimizer.step()
-    ses.scheduler.step()
-    ses.optimizer.zero_grad(set_to_none=True)
-    return total, gnorm
+        policy_logps=None if ses.defer else policy_logps(ses), ref_logps=ses.ref_logps,
+        reward_fn=ses.reward_fn, tokenizer=ses.tokenizer, seed=cfg.seed, round_index=r,
+        row_slices=row_slices(cfg, len(mine)), prompts_file=cfg.prompts,
+        shards=split.mine, block=split.block,
+    ))  # fmt: skip
+    return shards.gather_collected(acc, col)
 
 
 def _fail(ses: RoundsSession, r: int, t: int, e: Exception) -> NonFiniteError:
@@ -261,14 +174,16 @@ def _fail(ses: RoundsSession, r: int, t: int, e: Exception) -> NonFiniteError:
         f"round {r}, step {t + 1} of the round: {e}; the update was not applied and nothing was "
         f"saved (last checkpoint: {runs.latest_step(ses.run_dir)}). Lower --lr or check --hp"
     )
-    runs.mark_failed(ses.run_dir, message)
+    if ses.accelerator.is_main_process:
+        runs.mark_failed(ses.run_dir, message)
     return NonFiniteError(f"{message} [{ses.run_dir}/FAILED]")
 
 
 def _save(ses: RoundsSession, r: int) -> None:
     """Checkpoint after round r: rounds_state.json first, trainer_state.json (llm.runs) last."""
     step = (r + 1) * ses.cfg.steps_per_round
-    save_round_state(ses.run_dir, step, r + 1, ses.baseline)
+    if ses.accelerator.is_main_process:
+        save_round_state(ses.run_dir, step, r + 1, ses.baseline)
     runs.save_checkpoint(ses.accelerator, ses.run_dir, step, ses.scheduler, ses.policy)
 
 
@@ -303,6 +218,8 @@ def train_round(ses: RoundsSession, r: int) -> tuple[dict, list[dict]]:
             raise _fail(ses, r, t, e) from None
         losses.append(loss)
         norms.append(gnorm)
+    if ses.defer and ses.shards.world > 1:  # the old log-probs each process took, gathered
+        col.policy_sums_PN = shards.gather_rows(ses.accelerator, col.policy_sums_PN[col.block])
     if ses.baseline is not None:
         ses.baseline = rounds.update_baseline(
             ses.baseline, rnd.rewards_PN, ses.cfg.baseline_decay, first=r == 0
@@ -330,16 +247,20 @@ def run(
         print(json.dumps({"prompts": report}, indent=1))
         return runs.result_of(cfg, None, {"prompts": report})
     ses = _setup(cfg, sampler, skip_passes)
+    acc = ses.accelerator
     if ses.start == runs.DONE:
-        print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
+        if acc.is_main_process:
+            print(f"[llm] {ses.run_dir} is complete; nothing to resume", file=sys.stderr)
         return runs.result_of(cfg, ses.run_dir, runs.last_record(ses.run_dir), loaded=True)
-    setup.start_tracking(cfg, ses.accelerator, ses.run_dir, ses.start)
-    with tracking.finishing(ses.accelerator.trackers):  # closed before COMPLETE
+    setup.start_tracking(cfg, acc, ses.run_dir, ses.start)
+    with tracking.finishing(acc.trackers):  # closed before COMPLETE
         record = _rounds(ses, on_round, extra_metrics)
         if cfg.save_final:
-            runs.save_final(ses.accelerator, ses.policy, ses.tokenizer, ses.run_dir / "final")
-    setup.write_summary(cfg, ses.accelerator, ses.run_dir)  # its failure is a warning
-    runs.mark_complete(ses.run_dir, record)
+            runs.save_final(acc, ses.policy, ses.tokenizer, ses.run_dir / "final")
+        acc.wait_for_everyone()
+    setup.write_summary(cfg, acc, ses.run_dir)  # main process; its failure is a warning
+    if acc.is_main_process:
+        runs.mark_complete(ses.run_dir, record)
     return runs.result_of(cfg, ses.run_dir, record)
 
 
@@ -353,10 +274,10 @@ def _rounds(
     record. A ``UserError`` in a round (the reward raised or was not finite) writes FAILED.
     Pairwise and chosen-only objectives count the rounds in which no pair formed
     (``rounds/without_pairs``, warned about once)."""
-    cfg = ses.cfg
+    cfg, main = ses.cfg, ses.accelerator.is_main_process
     first = ses.start // cfg.steps_per_round
     last = planned_rounds(cfg)  # cfg.rounds, fewer when --max-steps ends the run earlier
-    bar = tqdm(total=last, initial=first, disable=not cfg.progress, desc=cfg.mode)
+    bar = tqdm(total=last, initial=first, disable=not (cfg.progress and main), desc=cfg.mode)
     ses.policy.train()
     record: dict = {}
     pairwise = ses.obj.data != "groups"
@@ -366,19 +287,21 @@ def _rounds(
             record, gens = train_round(ses, r)
         except UserError as e:  # the reward raised or was not finite: no update with it
             message = f"round {r}: {e}"
-            runs.mark_failed(ses.run_dir, message)
+            if main:
+                runs.mark_failed(ses.run_dir, message)
             raise UserError(f"{message} [{ses.run_dir}/FAILED]") from None
         if pairwise:
             if record["pairs/valid"] == 0:
-                warned = warned or warn_without_pairs(cfg, r)
+                warned = warned or (main and warn_without_pairs(cfg, r))
                 without += 1
             record[WITHOUT_PAIRS] = without
         if extra_metrics is not None:
             with torch.no_grad():
                 record.update(extra_metrics(ses.accelerator.unwrap_model(ses.policy).model, r))
-        setup.log_record(ses.accelerator, ses.run_dir / "metrics.jsonl", record)
-        for g in gens:
-            runs.append(ses.run_dir / "generations.jsonl", g)
+        if main:
+            setup.log_record(ses.accelerator, ses.run_dir / "metrics.jsonl", record)
+            for g in gens:
+                runs.append(ses.run_dir / "generations.jsonl", g)
         if cfg.save_every and (r + 1) % cfg.save_every == 0 and r + 1 < last:
             _save(ses, r)
         bar.update(1)

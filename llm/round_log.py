@@ -81,8 +81,8 @@ def round_record(
         "queries": (r + 1) * cfg.prompts_per_round * cfg.samples_per_prompt,
         "reward/mean": float(rew.mean()), "reward/max": float(rew.max()),
         "reward/min": float(rew.min()), "reward/std": float(rew.std(unbiased=False)),
-        "response/length_mean": float(col.samples.lengths_B.float().mean()),
-        "response/ended": float(col.samples.ended_B.float().mean()),
+        "response/length_mean": float(col.lengths_B.float().mean()),
+        "response/ended": float(col.ended_B.float().mean()),
         **({} if kl is None else {"policy/kl_ref": kl}), "pairs/valid": int(rnd.n_valid_pairs),
         "loss/train": sum(losses) / len(losses), "grad/norm": sum(norms) / len(norms), "lr": lr,
         "time/generate": col.time_generate, "time/score": col.time_score, "time/update": t_upd,
@@ -111,7 +111,7 @@ def generation_records(
         out.append({
             "round": r, "prompt_row": prompt.idx, "sample": k,
             "source": "reference" if bool(col.offline_PN[p, k]) else "policy",
-            "reward": float(col.rewards_PN[p, k]), "length": int(col.samples.lengths_B[b]),
+            "reward": float(col.rewards_PN[p, k]), "length": int(col.lengths_B[b]),
             "prompt": prompt.text, "response": col.texts[b],
         })  # fmt: skip
     return out

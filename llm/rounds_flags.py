@@ -8,7 +8,7 @@ where they mean what ``GRPOTrainer`` means by them; ``llm.flags.translate_all`` 
 | max_steps | max_steps | optimiser updates in all; the round loop stops when reached |
 | num_generations | samples_per_prompt | N |
 | num_iterations | steps_per_round | updates per round on its samples |
-| per_device_train_batch_size B | prompts_per_round B / N | TRL's batch counts completions |
+| per_device_train_batch_size B | prompts_per_round B·W / N | completions per process (W of them) |
 | max_completion_length | max_new_tokens | |
 | temperature | temperature | |
 | beta | hp beta (objectives with a β: rwr, dpo, ...) else kl_penalty | β·KL(π‖π_ref) |
@@ -21,6 +21,8 @@ dataset_test_split, logging_steps, save_steps (``--save-every`` counts rounds he
 """
 
 from __future__ import annotations
+
+import os
 
 from runio import UserError
 
@@ -111,7 +113,8 @@ def rounds_flag(flag: str, value: str, argv: list[str], chosen: list[str], field
                 f"(--num_generations): it must be a multiple of {n} (prompts per round = "
                 "batch / N)"
             )
-        return ["--prompts-per-round", str(b // n)], [], "prompts_per_round"
+        world = int(os.environ.get("WORLD_SIZE", "1") or 1)  # per device: the round is W of them
+        return ["--prompts-per-round", str(b * world // n)], [], "prompts_per_round"
     if name == "beta":
         takers = [o for o in chosen if _has(o, "beta")]
         if takers:

@@ -159,11 +159,14 @@ def build_trainable(cfg: TrainConfig, acc, tokenizer, ref_mode: str, total_steps
     return policy, optimizer, scheduler, ref_model, fingerprint
 
 
-def reference_logps(cfg: TrainConfig, acc, policy, ref_model, adapters_off: bool = True):
+def reference_logps(
+    cfg: TrainConfig, acc, policy, ref_model, adapters_off: bool = True, temperature=None
+):
     """(logps(batch) -> (sums, counts) under π_ref, context manager yielding the reference
     causal LM for sampling): the frozen copy, or (``ref_model`` None) the policy's base model
     with its adapters off — or, without ``adapters_off``, the policy itself (a reference
-    precomputed before the first step)."""
+    precomputed before the first step). With ``temperature``: per-token (log-probs, mask) at
+    that temperature (``llm.logps.PolicyLogps``)."""
     if ref_model is not None:
         module = PolicyLogps(ref_model, cfg.logps_chunk, cfg.logps_checkpoint_mb)
         module = module.to(acc.device).eval()
@@ -180,7 +183,8 @@ def reference_logps(cfg: TrainConfig, acc, policy, ref_model, adapters_off: bool
     def logps(b):
         b = {k: v.to(acc.device) for k, v in b.items()}
         with acc.autocast():
-            return module(b["input_ids"], b["attention_mask"], b["loss_mask"], **kw)
+            return module(b["input_ids"], b["attention_mask"], b["loss_mask"], **kw,
+                          temperature=temperature)  # fmt: skip
 
     return logps, lm
 

@@ -122,6 +122,8 @@ def grpo(
     rewards: Tensor,
     old_logps: Tensor | None = None,
     ref_logps: Tensor | None = None,
+    advantages: Tensor | None = None,
+    prompt_tokens: Tensor | None = None,
     *,
     loss_type: str = "dapo",
     scale: str = "group",
@@ -158,7 +160,8 @@ def grpo(
     if loss_type not in LOSS_TYPES or importance not in IMPORTANCE:
         raise ValueError(f"grpo: loss_type must be one of {LOSS_TYPES} and importance one of "
                          f"{IMPORTANCE}, got {loss_type!r}, {importance!r}")  # fmt: skip
-    adv = group_advantages(rewards, scale=scale, std=std, eps=eps).unsqueeze(-1)
+    adv = _given_or(advantages, rewards, fn, lambda: group_advantages(
+        rewards, scale=scale, std=std, eps=eps)).unsqueeze(-1)  # fmt: skip
     old = lp.detach() if old is None else old.detach()
     ref = None if ref is None else ref.detach()
     if loss_type == "sequence":  # summed log-probs, one "token" per sequence
@@ -181,8 +184,39 @@ def grpo(
         length = mask.shape[-1] if max_completion_length is None else max_completion_length
         return per.sum((-2, -1)) / (n * length)
     # bnpo / dapo: the batch's token sum over its token count, shared out over the P prompts
+    if prompt_tokens is not None:
+        return per.sum((-2, -1)) / prompt_tokens.detach().clamp(min=1e-12).unsqueeze(-1)
     tokens = mask.sum((-3, -2, -1)).clamp(min=1).unsqueeze(-1)
     return rewards.shape[-2] * per.sum((-2, -1)) / tokens
+
+
+def _given_or(advantages: Tensor | None, rewards: Tensor, fn: str, compute) -> Tensor:
+    """``advantages`` (detached; shaped like ``rewards``) when given, else ``compute()``."""
+    if advantages is None:
+        return compute()
+    same_shape(fn, rewards=rewards, advantages=advantages)
+    return advantages.detach()
+
+
+def rloo_advantages(
+    rewards: Tensor,
+    old_seq: Tensor | None = None,
+    ref_seq: Tensor | None = None,
+    *,
+    beta: float = 0.05,
+    normalize: bool = False,
+) -> Tensor:
+    """RLOOTrainer's advantages (..., P, N): r - β·(ℓ_old - ℓ_ref) (sequence log-probs; β = 0
+    needs neither), the leave-one-out baseline subtracted, then normalised over the batch (each
+    leading row's P·N; sample std + 1e-4) when ``normalize``. Detached."""
+    r = rewards.detach()
+    if beta:
+        r = r - beta * (old_seq.detach() - ref_seq.detach())
+    adv = group_advantages(r, baseline="loo", scale="none")
+    if normalize:
+        mean = adv.mean((-2, -1), keepdim=True)
+        adv = (adv - mean) / (_std(adv, (-2, -1), "sample") + TRL_EPS)
+    return adv
 
 
 def rloo(
@@ -190,6 +224,7 @@ def rloo(
     rewards: Tensor,
     old_logps: Tensor | None = None,
     ref_logps: Tensor | None = None,
+    advantages: Tensor | None = None,
     *,
     beta: float = 0.05,
     normalize: bool = False,
@@ -205,7 +240,9 @@ def rloo(
     other rewards; ``normalize`` (TRL's ``normalize_advantages``): Â ← (Â - mean)/(std + 1e-4)
     over the batch (each leading row's P·N sequences, sample std). Loss per sequence
     -min(w·Â, clip(w, 1-ε, 1+ε_high)·Â), w = exp(ℓ - ℓ_old), averaged. ``old_logps`` None:
-    π_old = π_θ (num_iterations=1).
+    π_old = π_θ (num_iterations=1). ``advantages``: computed on the whole batch by a caller
+    that passes part of it (``rloo_advantages``; ``normalize`` needs every sequence), used
+    instead of those of this call's rewards.
     """
     fn = "rloo"
     (lp, old, ref), mask = _per_token(fn, logps, rewards, old_logps, ref_logps, token_mask)
@@ -213,13 +250,9 @@ def rloo(
         raise ValueError("rloo: beta > 0 needs ref_logps")
     seq = (lp * mask).sum(-1)
     old = seq.detach() if old is None else (old.detach() * mask).sum(-1)
-    r = rewards.detach()
-    if beta:
-        r = r - beta * (old - (ref.detach() * mask).sum(-1))
-    adv = group_advantages(r, baseline="loo", scale="none")
-    if normalize:
-        mean = adv.mean((-2, -1), keepdim=True)
-        adv = (adv - mean) / (_std(adv, (-2, -1), "sample") + TRL_EPS)
+    ref_seq = None if ref is None else (ref.detach() * mask).sum(-1)
+    adv = _given_or(advantages, rewards, fn, lambda: rloo_advantages(
+        rewards, old, ref_seq, beta=beta, normalize=normalize))  # fmt: skip
     return _clipped(seq - old, adv, clip_eps, clip_eps_high).mean(-1)
 
 

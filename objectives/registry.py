@@ -286,7 +286,11 @@ OBJECTIVES: dict[str, Objective] = dict(
                 hp_rules=rules,
                 # RLOOConfig's beta is 0.05 (a reference is needed), GRPOConfig's 0
                 inputs=("logps", "rewards", *(("ref_logps",) if name == "rloo" else ())),
-                optional_inputs=("old_logps", *(() if name == "rloo" else ("ref_logps",))),
+                optional_inputs=(
+                    "old_logps",
+                    *(() if name == "rloo" else ("ref_logps", "prompt_tokens")),
+                    "advantages",
+                ),
                 needs_ref=name == "rloo",
                 paper=paper,
             )

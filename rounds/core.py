@@ -212,6 +212,7 @@ def round_loss(
     full_logps_PN: Tensor | None = None,
     lead: int = 0,
     denom: Tensor | None = None,
+    extra_inputs: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """The loss of a round (or of some of its prompts) under objective ``obj``: the one place
     that turns a round into an objective's inputs (``objective_inputs``), calls it
@@ -219,8 +220,10 @@ def round_loss(
     round's samples, in the objective's convention (ℓ or ℓ̄). Returns the mean over the
     examples that count, per leading axis (``lead`` of them: the bandit's seed rows); with
     ``denom`` (``loss_denominator`` of the whole round) the share of a micro-batch of prompts,
-    sum / denom, so the shares of a round's micro-batches add up to its mean."""
+    sum / denom, so the shares of a round's micro-batches add up to its mean. ``extra_inputs``:
+    inputs a caller computed itself (e.g. ``grpo``'s whole-round advantages)."""
     inputs, mask = objective_inputs(obj.data, logps_PN, rnd, baseline, full_logps_PN)
+    inputs.update(extra_inputs or {})
     hint = " to this round's loss (a round builds chosen_full_logps, not mismatched pairs)"
     loss = obj.fn(**obj.select_inputs(inputs, hp, hint), **hp)
     if denom is None:

@@ -59,7 +59,22 @@ def test_llm_kl_penalty_micro_batch_shares_add_up_to_the_round_mean():
     pol = -torch.rand(p, n, generator=gen) * 4
     ref = -torch.rand(p, n, generator=gen) * 4
     offline = rounds.offline_mask(1, (p, n))
-    col = Collected([], None, [], torch.zeros(p, n), offline, pol, ref, torch.ones(p, n), {}, 0, 0)
+    col = Collected(
+        [],
+        None,
+        [],
+        torch.zeros(p, n),
+        offline,
+        pol,
+        ref,
+        torch.ones(p, n),
+        {},
+        0,
+        0,
+        torch.zeros(p * n),
+        torch.zeros(p * n, dtype=torch.bool),
+        slice(0, p),
+    )
     cfg = TrainConfig(mode="on_policy", kl_penalty=0.3)
     old = torch.where(offline, ref, pol).flatten()
     total = sum(kl_penalty_part(cfg, col, old[r], r) for r in (slice(0, 3), slice(3, 6)))

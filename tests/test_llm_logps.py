@@ -87,3 +87,28 @@ def test_bf16_model_gives_fp32_logps():
         ref, _ = naive_logps(model, batch)  # bf16 logits upcast before the log-softmax
     assert sums.dtype == torch.float32
     torch.testing.assert_close(sums, ref, rtol=1e-4, atol=1e-3)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_per_token_logps_are_tempered_full_logits_token_by_token(temperature):
+    """PolicyLogps(temperature=...) per token: log softmax(logits / T)[next token] at each
+    counted position (objectives.tempered_logps on the full logits), 0 elsewhere, on the
+    batch's whole width; at T = 1 their sums are sequence_logps'."""
+    from objectives import tempered_logps
+
+    tok, batch = tokenizer_and_batch()
+    model = tiny.build_model("tiny-gpt2", tok, seed=1)
+    args = (batch["input_ids"], batch["attention_mask"], batch["loss_mask"])
+    got, mask = PolicyLogps(model, chunk=7)(*args, temperature=temperature)
+    logits = model(input_ids=args[0], attention_mask=args[1]).logits.float()
+    expected = tempered_logps(logits[:, :-1], args[0][:, 1:], temperature)
+    assert got.shape == mask.shape == expected.shape
+    torch.testing.assert_close(mask, args[2][:, 1:].float())
+    ids, m = args[0].tolist(), args[2].tolist()
+    for i in range(len(ids)):  # counted positions: the tempered log-prob; others exactly 0
+        for t in range(1, len(ids[i])):
+            want = float(expected[i, t - 1]) if m[i][t] else 0.0
+            assert float(got[i, t - 1]) == pytest.approx(want, abs=1e-4)
+    if temperature == 1.0:
+        sums, _ = sequence_logps(model, *args, chunk=7)
+        torch.testing.assert_close(got.sum(-1), sums, rtol=1e-5, atol=1e-4)

@@ -148,3 +148,104 @@ def test_readme_two_process_launch_matches_one_process(tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def rank_one_fails(prompts, responses, token_ids):
+    """A reward that is NaN only in the second process (its rows of the round)."""
+    bad = os.environ.get("RANK") == "1"
+    return [float("nan") if bad else float(sum(t) % 7) for t in token_ids]
+
+
+def _rounds_args(tmp_path, objective: str, extra=()) -> list[str]:
+    out, cache = tmp_path / "runs", tmp_path / "cache"
+    return [
+        "--mode", "on_policy", "--model", "tiny-gpt2", "--objective", objective,
+        "--reward", "test_llm_onpolicy:token_reward", "--rounds", "3",
+        "--prompts-per-round", "4", "--samples-per-prompt", "3", "--max-new-tokens", "6",
+        "--max-len", "140", "--max-prompt-len", "110", "--lr", "1e-2",
+        "--generations-per-round", "100", "--no-progress", "--out-dir", str(out),
+        "--cache-dir", str(cache), *extra,
+    ]  # fmt: skip
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    env = {**_launch_env(), "PYTHONPATH": os.path.join(REPO, "tests")}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", CONFIG]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "objective, extra",
+    [
+        # per-token GRPO over 2 steps a round (old log-probs from a pass), micro-batches, the
+        # batch std and token count that couple the processes, a sampled KL penalty
+        (
+            "grpo",
+            (
+                "--steps-per-round",
+                "2",
+                "--micro-prompts",
+                "1",
+                "--kl-penalty",
+                "0.1",
+                "--hp",
+                "scale=batch",
+                "--hp",
+                "loss_type=bnpo",
+            ),
+        ),
+        # pairs over the whole group, hybrid sampling from the reference, old log-probs taken
+        # from the training forward (one step a round)
+        ("dpo", ("--mode", "hybrid", "--offline-fraction", "0.34")),
+    ],
+)
+def test_rounds_two_processes_equal_one_process_with_two_shards(tmp_path, objective, extra):
+    """A rounds run under ``accelerate launch`` on 2 CPU processes equals one process with
+    --sample-shards 2 (the same samples): the same generations every round, the same rewards and
+    pairs, losses and gradient norms to float tolerance, the same final weights."""
+    args = _rounds_args(tmp_path, objective, extra)
+    proc = _run([*LAUNCH, "-m", "llm.train", *args, "--name", "two"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run([sys.executable, "-m", "llm.train", *args, "--name", "one", "--sample-shards", "2"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "runs"
+    meta = json.loads((out / "two" / "config.json").read_text())
+    assert meta["processes"] == 2 and meta["sample_shards"] == 2
+    assert json.loads((out / "one" / "config.json").read_text())["processes"] == 1
+
+    def lines(name, file):
+        return [json.loads(x) for x in open(out / name / file)]
+
+    gens = [lines(n, "generations.jsonl") for n in ("two", "one")]
+    assert len(gens[0]) == 3 * 4 * 3 and gens[0] == gens[1]  # every sample, both processes'
+    two, one = lines("two", "metrics.jsonl"), lines("one", "metrics.jsonl")
+    assert [r["round"] for r in two] == [r["round"] for r in one] == [0, 1, 2]
+    for a, b in zip(two, one):
+        assert a["grad/norm"] > 0
+        for key in ("reward/mean", "reward/std", "pairs/valid", "response/length_mean"):
+            assert a[key] == b[key], key
+        for key in ("loss/train", "grad/norm", "policy/kl_ref"):
+            if key in a:
+                assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    a = load_file(out / "two" / "final" / "model.safetensors")
+    b = load_file(out / "one" / "final" / "model.safetensors")
+    for k in a:  # Adam magnifies float noise on near-zero gradients; a wrong share is ~lr
+        torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=2e-4)
+
+
+@pytest.mark.slow
+def test_rounds_reward_failing_in_one_process_stops_both_with_one_line(tmp_path):
+    """A reward that is NaN only on the second process: both processes stop (none waits in a
+    collective), each with the reward's one-line error, and FAILED names the round."""
+    args = _rounds_args(tmp_path, "reinforce")
+    args[args.index("--reward") + 1] = "test_llm_multiprocess:rank_one_fails"
+    proc = _run([*LAUNCH, "-m", "llm.train", *args, "--name", "bad"])
+    assert proc.returncode != 0
+    err = proc.stderr  # torchrun adds its own traceback of the failed child; ours has none
+    assert err.count("error: round 0: reward nan for sample") == 2, err[-3000:]  # each process
+    assert os.path.join(REPO, "llm") not in err, err[-3000:]
+    assert "round 0" in (tmp_path / "runs" / "bad" / "FAILED").read_text()
+    assert not (tmp_path / "runs" / "bad" / "COMPLETE").exists()

@@ -183,8 +183,18 @@ def test_same_seed_same_samples_and_masks_hold_eos_never_padding(tiny_lm):
     assert mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1]] and lengths.tolist() == [1, 4]
 
 
-def test_micro_batches_of_prompts_equal_the_full_batch(tmp_path):
-    c = cfg(tmp_path, objective="dpo", prompts_per_round=3, save_final=True, rounds=2)
+@pytest.mark.parametrize(
+    "objective, hp",
+    [
+        ("dpo", ()),
+        # batch-coupled through whole-round inputs: the batch std, the batch's token count
+        ("grpo", ("scale=batch", "loss_type=bnpo")),
+        ("grpo", ("loss_type=dr_grpo",)),
+        ("rloo", ("normalize=true",)),  # the batch-normalised advantages
+    ],
+)
+def test_micro_batches_of_prompts_equal_the_full_batch(tmp_path, objective, hp):
+    c = cfg(tmp_path, objective=objective, hp=hp, prompts_per_round=3, save_final=True, rounds=2)
     full = run(c.replace(name="full"))
     micro = run(c.replace(name="micro", micro_prompts=1))
     a = load_file(os.path.join(full["run_dir"], "final", "model.safetensors"))
@@ -245,6 +255,59 @@ class ListSampler:
         tokens = torch.tensor(rows)
         mask, lengths, ended = response_mask(tokens, [self.tok.eos_token_id])
         return Samples(tokens, mask, lengths, ended)
+
+
+@pytest.mark.parametrize(
+    "objective, hp",
+    [("grpo", ("loss_type=dapo",)), ("grpo", ("loss_type=grpo", "scale=batch")), ("rloo", ())],
+)
+def test_token_level_objectives_train_on_tempered_per_token_logps(tmp_path, objective, hp):
+    """grpo and rloo in the rounds: the first step's gradient (its norm, as logged) is that of
+    the objective called directly on log softmax(logits / temperature) per token, with the
+    response mask as token_mask (TRL's GRPOTrainer/RLOOTrainer inputs), and differs from the
+    gradient at temperature 1."""
+    rows = [json.loads(x) for x in open(PROMPTS)][:6]
+    texts = ["Thou art", "Go to, go to, sirrah", "I", "What say you, my lord of York?"]
+    tok = tiny.build_tokenizer(list(prompt_texts(rows)) + texts)
+    model_dir = tmp_path / "model"
+    tiny.build_model("tiny-gpt2", tok, seed=3).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    c = cfg(tmp_path, model=str(model_dir), prompts=str(tmp_path / "prompts.jsonl"),
+            objective=objective, hp=hp, reward="length_min", rounds=1, steps_per_round=1,
+            samples_per_prompt=4, prompts_per_round=3, chat_template="off", temperature=0.7,
+            max_grad_norm=0.0, name="run")  # fmt: skip
+    sampler = ListSampler(tok, texts)
+    logged = onpolicy.run(c, sampler=sampler)["grad/norm"]
+
+    from transformers import AutoModelForCausalLM
+
+    from llm.collect import draw_prompts
+
+    prompts, _ = tokenize_prompts(rows, tok, path="p", max_prompt_len=110, chat_template="off")
+    ids = [prompts[i].ids for i in draw_prompts(len(prompts), 3, c.seed, 0).tolist()]
+    samples = sampler.sample(None, ids, 4, 0)
+    batch = scoring_batch(ids, 4, samples, tok.pad_token_id)
+    rewards = -samples.lengths_B.view(3, 4).float()
+    obj = objectives.get(objective)
+
+    def norm(temperature):
+        model = AutoModelForCausalLM.from_pretrained(model_dir)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        lp = objectives.tempered_logps(logits[:, :-1].float(), batch["input_ids"][:, 1:],
+                                       temperature)  # fmt: skip
+        mask = batch["loss_mask"][:, 1:].float()
+        lp = (lp * mask).view(3, 4, -1)
+        hps = {**obj.parse_hparams(hp), "token_mask": mask.view(3, 4, -1)}
+        if "max_completion_length" in obj.defaults:
+            hps["max_completion_length"] = float(c.max_new_tokens)
+        ref = lp.detach() if objective == "rloo" else None  # round 0: the policy is π_ref
+        obj.fn(lp, rewards, ref_logps=ref, **hps).mean().backward()
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        return float(torch.cat([g.flatten() for g in grads]).norm())
+
+    assert logged == pytest.approx(norm(0.7), rel=1e-4)
+    assert logged != pytest.approx(norm(1.0), rel=1e-2)
 
 
 @pytest.mark.parametrize(

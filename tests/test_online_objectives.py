@@ -115,6 +115,49 @@ def test_grpo_token_aggregation_equals_plain_loops(loss_type, importance, beta, 
     assert torch.allclose(via.mean(), got)
 
 
+@pytest.mark.parametrize("loss_type", ["sequence", "grpo", "bnpo", "dr_grpo", "dapo"])
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_grpo_parts_with_whole_batch_inputs_add_up_to_the_batch(loss_type, scale):
+    """Split into one prompt per call, with the whole batch's advantages and tokens per prompt
+    (what a micro-batch or a process gets): the per-prompt losses and their gradient equal the
+    whole batch's. Without them, batch scaling and bnpo/dapo would not."""
+    lp, old, ref, mask, rewards = _tokens(p=3, n=3)
+    rewards = torch.tensor([[1.0, 0.0, 0.5], [2.0, -1.0, 2.0], [0.0, 4.0, 1.0]], dtype=F64)
+    hp = dict(loss_type=loss_type, scale=scale, beta=0.2, max_completion_length=6.0)
+    lp_a, lp_b = lp.clone().requires_grad_(True), lp.clone().requires_grad_(True)
+    whole = grpo(lp_a, rewards, old, ref, token_mask=mask, **hp)
+    whole.sum().backward()
+    adv = group_advantages(rewards, scale=scale)
+    per_prompt = mask.sum() / 3
+    parts = [
+        grpo(lp_b[i : i + 1], rewards[i : i + 1], old[i : i + 1], ref[i : i + 1],
+             advantages=adv[i : i + 1], prompt_tokens=per_prompt, token_mask=mask[i : i + 1],
+             **hp)
+        for i in range(3)
+    ]  # fmt: skip
+    torch.cat(parts).sum().backward()
+    assert torch.allclose(torch.cat(parts), whole, atol=1e-12)
+    assert torch.allclose(lp_b.grad, lp_a.grad, atol=1e-12)
+    alone = torch.cat([grpo(lp[i : i + 1], rewards[i : i + 1], old[i : i + 1], ref[i : i + 1],
+                            token_mask=mask[i : i + 1], **hp) for i in range(3)])  # fmt: skip
+    coupled = scale == "batch" or loss_type in ("bnpo", "dapo")
+    assert torch.allclose(alone, whole, atol=1e-9) != coupled
+
+
+def test_rloo_with_whole_batch_normalised_advantages_adds_up_to_the_batch():
+    lp, old, ref, mask, rewards = _tokens(p=3, n=3)
+    rewards = torch.tensor([[1.0, 0.0, 0.5], [2.0, -1.0, 2.0], [0.0, 4.0, 1.0]], dtype=F64)
+    whole = rloo(lp, rewards, old, ref, token_mask=mask, normalize=True, beta=0.1)
+    seq = [(x * mask).sum(-1) for x in (old, ref)]
+    adv = objectives.online.rloo_advantages(rewards, *seq, beta=0.1, normalize=True)
+    parts = torch.cat([rloo(lp[i : i + 1], rewards[i : i + 1], old[i : i + 1], ref[i : i + 1],
+                            advantages=adv[i : i + 1], token_mask=mask[i : i + 1],
+                            normalize=True, beta=0.1) for i in range(3)])  # fmt: skip
+    assert torch.allclose(parts, whole, atol=1e-12)
+    with pytest.raises(ValueError, match="advantages"):
+        rloo(lp, rewards, old, ref, advantages=adv[:2], token_mask=mask)
+
+
 def test_grpo_one_token_is_the_sequence_form_for_every_loss_type():
     lp, old, ref, _, rewards = _tokens(t=1)
     seq = [x.squeeze(-1) for x in (lp, old, ref)]

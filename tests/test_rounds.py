@@ -51,7 +51,23 @@ def test_offline_counts_and_running_baseline():
 
 def _collected(rewards_PN, pol_PN, ref_PN, offline_PN) -> Collected:
     ones = torch.ones_like(pol_PN)
-    return Collected([], None, [], rewards_PN, offline_PN, pol_PN, ref_PN, ones, {}, 0.0, 0.0)
+    b = pol_PN.numel()
+    return Collected(
+        [],
+        None,
+        [],
+        rewards_PN,
+        offline_PN,
+        pol_PN,
+        ref_PN,
+        ones,
+        {},
+        0.0,
+        0.0,
+        torch.zeros(b),
+        torch.zeros(b, dtype=torch.bool),
+        slice(0, pol_PN.shape[0]),
+    )
 
 
 @pytest.mark.parametrize("name", sorted(objectives.OBJECTIVES))
