@@ -249,3 +249,47 @@ def test_rounds_reward_failing_in_one_process_stops_both_with_one_line(tmp_path)
     assert os.path.join(REPO, "llm") not in err, err[-3000:]
     assert "round 0" in (tmp_path / "runs" / "bad" / "FAILED").read_text()
     assert not (tmp_path / "runs" / "bad" / "COMPLETE").exists()
+
+
+_CALLS = [0]
+
+
+def crashes_in_round_two(prompts, responses, token_ids):
+    """token_reward, but the third call of each process (round 2) raises while the file named by
+    $MODESEEK_TEST_ARMED exists: a run that stops mid-way."""
+    _CALLS[0] += 1
+    if _CALLS[0] == 3 and os.path.exists(os.environ.get("MODESEEK_TEST_ARMED", "")):
+        raise RuntimeError("simulated crash")
+    return [float(sum(t) % 7) for t in token_ids]
+
+
+@pytest.mark.slow
+def test_rounds_two_processes_resume_to_the_uninterrupted_result(tmp_path, monkeypatch):
+    """A 2-process rounds run that stops in round 2 (FAILED; checkpoints after each round)
+    resumes with --resume to exactly the uninterrupted 2-process run: metrics, generations and
+    final weights."""
+    armed = tmp_path / "armed"
+    monkeypatch.setenv("MODESEEK_TEST_ARMED", str(armed))
+    args = _rounds_args(tmp_path, "reinforce", ("--rounds", "4", "--save-every", "1",
+                                                "--baseline", "running"))  # fmt: skip
+    args[args.index("--reward") + 1] = "test_llm_multiprocess:crashes_in_round_two"
+    launch = [*LAUNCH, "-m", "llm.train", *args]
+    assert _run([*launch, "--name", "full"]).returncode == 0
+    armed.touch()
+    proc = _run([*launch, "--name", "cut"])
+    assert proc.returncode != 0 and "simulated crash" in proc.stderr, proc.stderr[-3000:]
+    out = tmp_path / "runs"
+    assert "round 2" in (out / "cut" / "FAILED").read_text()
+    armed.unlink()
+    proc = _run([*launch, "--name", "cut", "--resume"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+    def clean(name, file):
+        recs = [json.loads(x) for x in open(out / name / file)]
+        return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in recs]
+
+    for file in ("metrics.jsonl", "generations.jsonl"):
+        assert clean("cut", file) == clean("full", file), file
+    a = load_file(out / "full" / "final" / "model.safetensors")
+    b = load_file(out / "cut" / "final" / "model.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
