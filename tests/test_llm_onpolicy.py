@@ -238,6 +238,21 @@ def test_resume_at_round_boundary_equals_uninterrupted(tmp_path):
     assert gens[0] == gens[1]
 
 
+TEXTS = ["Thou art", "Go to, go to, sirrah", "I", "What say you, my lord of York?"]
+
+
+def fixed_texts_setup(tmp_path):
+    """(the first 6 prompt rows, written to tmp_path/prompts.jsonl; ``TEXTS``; a tokenizer of
+    both; a tiny GPT-2 saved with it in tmp_path/model) for runs with ``ListSampler``."""
+    rows = [json.loads(x) for x in open(PROMPTS)][:6]
+    tok = tiny.build_tokenizer(list(prompt_texts(rows)) + TEXTS)
+    model_dir = tmp_path / "model"
+    tiny.build_model("tiny-gpt2", tok, seed=3).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows, TEXTS, tok, model_dir
+
+
 class ListSampler:
     """Returns fixed responses (tokenised as the offline harness tokenises them), so that the
     on-policy pairs can be written to a file and re-read token for token."""
@@ -266,13 +281,7 @@ def test_token_level_objectives_train_on_tempered_per_token_logps(tmp_path, obje
     the objective called directly on log softmax(logits / temperature) per token, with the
     response mask as token_mask (TRL's GRPOTrainer/RLOOTrainer inputs), and differs from the
     gradient at temperature 1."""
-    rows = [json.loads(x) for x in open(PROMPTS)][:6]
-    texts = ["Thou art", "Go to, go to, sirrah", "I", "What say you, my lord of York?"]
-    tok = tiny.build_tokenizer(list(prompt_texts(rows)) + texts)
-    model_dir = tmp_path / "model"
-    tiny.build_model("tiny-gpt2", tok, seed=3).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows, texts, tok, model_dir = fixed_texts_setup(tmp_path)
     c = cfg(tmp_path, model=str(model_dir), prompts=str(tmp_path / "prompts.jsonl"),
             objective=objective, hp=hp, reward="length_min", rounds=1, steps_per_round=1,
             samples_per_prompt=4, prompts_per_round=3, chat_template="off", temperature=0.7,
@@ -315,13 +324,7 @@ def test_token_level_objectives_train_on_tempered_per_token_logps(tmp_path, obje
 )
 def test_on_policy_pairs_equal_offline_harness_on_same_pairs_file(tmp_path, name, hp):
     """(ORPO ``nll=all``: the rounds' ``chosen_full_logps`` equal the pairs harness's.)"""
-    rows = [json.loads(x) for x in open(PROMPTS)][:6]
-    texts = ["Thou art", "Go to, go to, sirrah", "I", "What say you, my lord of York?"]
-    tok = tiny.build_tokenizer(list(prompt_texts(rows)) + texts)
-    model_dir = tmp_path / "model"
-    tiny.build_model("tiny-gpt2", tok, seed=3).save_pretrained(model_dir)
-    tok.save_pretrained(model_dir)
-    (tmp_path / "prompts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows, texts, tok, model_dir = fixed_texts_setup(tmp_path)
     c = cfg(tmp_path, model=str(model_dir), prompts=str(tmp_path / "prompts.jsonl"),
             objective=name, hp=hp, reward="length_min", rounds=1, steps_per_round=1,
             samples_per_prompt=4, prompts_per_round=3, chat_template="off", name="on")  # fmt: skip
