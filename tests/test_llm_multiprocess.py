@@ -50,6 +50,21 @@ def test_fewer_processes_than_requested_is_a_one_line_user_error():
         check_process_count(requested_processes(SIMPLE_LAUNCHER_ENV), 1)
 
 
+def test_round_shards_per_process_and_their_errors():
+    from llm.shards import Shards, plan, shard_seed
+
+    s = plan(prompts=8, sample_shards=0, world=2, rank=1)  # default: one shard per process
+    assert s == Shards(8, 2, 2, 1) and list(s.mine) == [1] and s.block == slice(4, 8)
+    s = plan(prompts=8, sample_shards=4, world=2, rank=0)
+    assert list(s.mine) == [0, 1] and s.block == slice(0, 4) and s.per_shard == 2
+    assert list(plan(8, 0, 1, 0).mine) == [0] and plan(8, 0, 1, 0).block == slice(0, 8)
+    assert shard_seed(7, 0) == 7 and len({shard_seed(7, k) for k in range(4)}) == 4
+    with pytest.raises(UserError, match=r"--prompts-per-round 6 cannot be split over 4 processes"):
+        plan(prompts=6, sample_shards=0, world=4, rank=0)
+    with pytest.raises(UserError, match=r"--sample-shards 3 must divide .* multiple of the 2"):
+        plan(prompts=6, sample_shards=3, world=2, rank=0)
+
+
 class FakeAccelerator:
     """Records its arguments; joins no process group (``num_processes`` is set by the test)."""
 

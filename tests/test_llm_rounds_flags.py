@@ -45,6 +45,19 @@ def test_grpo_flags_become_our_rounds_fields(argv, ours):
     assert sorted(translate_all([*argv, *ON]).argv) == sorted([*ON, *ours])  # --mode last
 
 
+def test_per_device_batch_counts_every_process(monkeypatch):
+    """TRL's per-device batch under W processes: the round holds W of them (B·W / N prompts)."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    argv = [*ON, "--num_generations", "4", "--per_device_train_batch_size", "8"]
+    assert translate_all(argv).argv == [
+        *ON,
+        "--samples-per-prompt",
+        "4",
+        "--prompts-per-round",
+        "4",
+    ]
+
+
 def test_mode_after_the_flags_is_seen():
     t = translate_all(["--dataset_name", "p.jsonl", "--num_generations", "2", "--mode", "hybrid"])
     assert t.argv == ["--prompts", "p.jsonl", "--samples-per-prompt", "2", "--mode", "hybrid"]
