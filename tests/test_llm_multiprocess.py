@@ -215,6 +215,8 @@ LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", C
         # pairs over the whole group, hybrid sampling from the reference, old log-probs taken
         # from the training forward (one step a round)
         ("dpo", ("--mode", "hybrid", "--offline-fraction", "0.34")),
+        # LoRA, the adapters-off reference read per token (RLOO's KL in the reward)
+        ("rloo", ("--lora", "--steps-per-round", "2", "--temperature", "0.8")),
     ],
 )
 def test_rounds_two_processes_equal_one_process_with_two_shards(tmp_path, objective, extra):
@@ -245,8 +247,10 @@ def test_rounds_two_processes_equal_one_process_with_two_shards(tmp_path, object
         for key in ("loss/train", "grad/norm", "policy/kl_ref"):
             if key in a:
                 assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
-    a = load_file(out / "two" / "final" / "model.safetensors")
-    b = load_file(out / "one" / "final" / "model.safetensors")
+    weights = "adapter_model.safetensors" if "--lora" in extra else "model.safetensors"
+    a = load_file(out / "two" / "final" / weights)
+    b = load_file(out / "one" / "final" / weights)
+    assert a.keys() == b.keys()
     for k in a:  # Adam magnifies float noise on near-zero gradients; a wrong share is ~lr
         torch.testing.assert_close(a[k], b[k], rtol=1e-3, atol=2e-4)
 
