@@ -155,6 +155,8 @@ def grpo(
     """
     fn = "grpo"
     (lp, old, ref), mask = _per_token(fn, logps, rewards, old_logps, ref_logps, token_mask)
+    same_kind(fn, logps=logps, prompt_tokens=prompt_tokens)
+    expect_shape(fn, "prompt_tokens", prompt_tokens, rewards.shape[:-2], "one per leading row")
     if beta and ref is None:
         raise ValueError("grpo: beta > 0 needs ref_logps")
     if loss_type not in LOSS_TYPES or importance not in IMPORTANCE:

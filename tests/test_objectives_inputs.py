@@ -20,13 +20,15 @@ F64 = torch.float64
 
 
 def _valid(obj, dtype=F64):
-    """Valid inputs of every argument ``obj`` takes: (P, N) = (3, 4) groups, (3,) pairs."""
+    """Valid inputs of every argument ``obj`` takes: (P, N) = (3, 4) groups, (3,) pairs; grpo's
+    ``prompt_tokens`` a scalar (no leading axes)."""
     g = torch.Generator().manual_seed(0)
     lead = (3, 4) if obj.data == "groups" else (3,)
     out = {}
+    shapes = {"baseline": (3, 1), "prompt_tokens": ()}  # grpo's: one per leading row
     for k in (*obj.inputs, *obj.optional_inputs):
-        x = torch.rand((3, 1) if k == "baseline" else lead, generator=g, dtype=F64).to(dtype)
-        out[k] = x if k in ("rewards", "baseline") else -0.1 - 3 * x
+        x = torch.rand(shapes.get(k, lead), generator=g, dtype=F64).to(dtype)
+        out[k] = x if k in ("rewards", "baseline", "prompt_tokens") else -0.1 - 3 * x
     return out
 
 
@@ -36,7 +38,10 @@ SPOIL = {
         lambda x: x.numpy(),
         r"must be a torch\.Tensor of floating dtype.*got numpy\.ndarray",
     ),
-    "list": (lambda x: x.tolist(), r"must be a torch\.Tensor of floating dtype.*got list"),
+    "list": (
+        lambda x: x.tolist() if x.dim() else [x.item()],
+        r"must be a torch\.Tensor of floating dtype.*got list",
+    ),
     "float": (lambda x: -0.5, r"must be a torch\.Tensor of floating dtype, got float"),
     "int64": (lambda x: x.long(), r"must be a torch\.Tensor of floating dtype, got torch\.int64"),
     "bool": (lambda x: x < -1, r"must be a torch\.Tensor of floating dtype, got torch\.bool"),

@@ -128,7 +128,7 @@ def test_grpo_parts_with_whole_batch_inputs_add_up_to_the_batch(loss_type, scale
     whole = grpo(lp_a, rewards, old, ref, token_mask=mask, **hp)
     whole.sum().backward()
     adv = group_advantages(rewards, scale=scale)
-    per_prompt = mask.sum() / 3
+    per_prompt = mask.sum().to(F64) / 3
     parts = [
         grpo(lp_b[i : i + 1], rewards[i : i + 1], old[i : i + 1], ref[i : i + 1],
              advantages=adv[i : i + 1], prompt_tokens=per_prompt, token_mask=mask[i : i + 1],
