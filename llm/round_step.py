@@ -41,7 +41,6 @@ from llm.shards import Shards
 from objectives import online
 from runio import NonFiniteError
 
-ONE_PROCESS = Shards(prompts=1, count=1)
 TOKEN_LEVEL = ("grpo", "rloo")
 """Objectives trained on per-token log-probs at the sampling temperature (TRL's forms)."""
 
@@ -64,8 +63,8 @@ class RoundsSession:
     run_dir: Path
     start: int
     baseline: torch.Tensor | None
-    defer: bool = False  # old log-probs from the training forward (llm.round_passes)
-    shards: Shards = ONE_PROCESS  # this process's share of a round (llm.shards)
+    defer: bool  # old log-probs from the training forward (llm.round_passes)
+    shards: Shards  # this process's share of a round (llm.shards)
 
 
 def token_level(cfg: TrainConfig) -> bool:
@@ -216,7 +215,7 @@ def update_step(ses: RoundsSession, col: Collected, rnd: rounds.Round) -> tuple[
                 sums, part = _sequence_part(ses, col, rnd, out, batch, fn, rows, denom)
             if cfg.kl_penalty:
                 part = part + kl_penalty_part(cfg, col, sums, rows)
-            acc.backward(part * ses.shards.world if ses.shards.world > 1 else part)
+            acc.backward(part * ses.shards.world)  # DDP averages the W processes' shares
         total += float(part.detach())
     if ses.shards.world > 1:  # the round's loss: the processes' shares summed
         total = float(
